@@ -1,0 +1,106 @@
+"""The complete default run config, and its validation.
+
+Every file under ``configs/`` starts from ``base_config()`` and changes what its
+experiment needs, so that every key a run reads exists (and ``--config.x=...``
+overrides of a misspelt key fail at once, naming the key).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from kdjax import data, losses, models, train_state
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    # The model being trained: the teacher in teacher runs, the student in distillation.
+    config.model = models.model_config("swin_tiny")
+    # A frozen teacher for distillation, restored from its own training workdir
+    # (its model config is read from there); empty means no teacher.
+    config.teacher = ml_collections.ConfigDict(
+        dict(workdir="", which="best", ema=True, model=ml_collections.ConfigDict())
+    )
+    config.data = data.default_data_config()
+    config.batch_size = 16  # global, over all devices and hosts
+    config.num_steps = 2000
+    config.optim = ml_collections.ConfigDict(
+        dict(
+            learning_rate=2e-4,
+            warmup_steps=100,
+            end_lr_factor=0.01,
+            weight_decay=1e-4,
+            b1=0.9,
+            b2=0.99,
+            grad_clip_norm=1.0,  # 0 disables clipping
+        )
+    )
+    config.ema_decay = 0.999  # 0 disables the EMA of parameters
+    config.loss = ml_collections.ConfigDict(
+        dict(
+            pixel="l1",  # l1 | mse | charbonnier
+            pixel_weight=1.0,
+            charbonnier_eps=1e-3,
+            ssim_weight=0.0,
+            output_kd="l1",  # pixel loss between student and teacher outputs
+            output_kd_weight=0.0,
+            feature_kd="l2",  # l1 | l2 | affinity
+            feature_kd_weight=0.0,
+            feature_pairs="",  # "student_feature:teacher_feature,..."
+            affinity_max_side=32,
+            # Run the teacher once over a fixed set of training batches
+            # (pseudo-labels) instead of at every step; output KD only.
+            precompute_teacher=False,
+            precompute_batches=64,
+        )
+    )
+    config.eval = ml_collections.ConfigDict(
+        dict(every_steps=500, crop_border=2, num_grid_images=3)
+    )
+    config.checkpoint = ml_collections.ConfigDict(
+        dict(every_steps=500, keep_latest=2, keep_best=1, async_save=True)
+    )
+    config.log_every_steps = 50
+    config.distributed = ml_collections.ConfigDict(
+        dict(
+            enabled=False,
+            coordinator_address="",  # host:port of process 0; empty = auto-detect
+            num_processes=ml_collections.config_dict.placeholder(int),
+            process_id=ml_collections.config_dict.placeholder(int),
+        )
+    )
+    return config
+
+
+def _check_choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise ValueError(f"config.{key}={value!r} is not one of {choices}; set --config.{key} to one of them.")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises a one-sentence ``ValueError`` for settings that cannot run."""
+    _check_choice(config.loss.pixel, losses.PIXEL_LOSSES, "loss.pixel")
+    _check_choice(config.loss.output_kd, losses.PIXEL_LOSSES, "loss.output_kd")
+    _check_choice(config.loss.feature_kd, losses.FEATURE_LOSSES, "loss.feature_kd")
+    train_state.parse_feature_pairs(config.loss.feature_pairs)
+    for key in ("num_steps", "batch_size", "log_every_steps", "eval.every_steps", "checkpoint.every_steps"):
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if value <= 0:
+            raise ValueError(f"config.{key}={value} must be a positive integer.")
+    uses_teacher = config.loss.output_kd_weight > 0 or config.loss.feature_kd_weight > 0
+    if uses_teacher and not config.teacher.workdir:
+        raise ValueError(
+            "The config has distillation weights (loss.output_kd_weight / loss.feature_kd_weight) "
+            "but no teacher; set --config.teacher.workdir to a trained teacher's workdir or set "
+            "both weights to 0."
+        )
+    if config.loss.precompute_teacher and config.loss.feature_kd_weight > 0:
+        raise ValueError(
+            "config.loss.precompute_teacher stores teacher outputs only, so it cannot be combined "
+            "with feature distillation; set --config.loss.feature_kd_weight=0 or "
+            "--config.loss.precompute_teacher=False."
+        )
+    models.build_model(config.model)

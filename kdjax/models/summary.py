@@ -1,0 +1,127 @@
+"""Model accounting: parameter counts, feature-tap shapes, and FLOPs / memory of the
+compiled forward pass from XLA's cost and memory analysis.
+
+`params` everywhere is the "params" collection (what `model.init(...)["params"]` returns),
+real arrays or `jax.ShapeDtypeStruct`s: nothing here runs the model, it is only traced
+(`jax.eval_shape`) or lowered and compiled, so even swin_base at 1080p costs no compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax.models.registry import build_model
+from kdjax.models.teacher import SwinIR
+
+FRAME_HEIGHT, FRAME_WIDTH = 1080, 1920
+# Parameters do not depend on the spatial size; 16 is a multiple of every window/factor.
+_INIT_SHAPE = (1, 16, 16, 3)
+
+
+def abstract_params(model: nn.Module) -> Any:
+    """Shapes and dtypes of the model's "params" collection, without allocating or computing."""
+    spec = jax.ShapeDtypeStruct(_INIT_SHAPE, jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x)["params"], spec)
+
+
+def count_params(params: Any) -> int:
+    """Number of scalar parameters in a pytree of arrays or ShapeDtypeStructs."""
+    return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(params)))
+
+
+def feature_shapes(model: nn.Module, input_shape: tuple[int, int, int, int]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the feature taps for an input of `input_shape` (N, H, W, 3), via eval_shape."""
+
+    def forward_features(x: jax.Array) -> dict[str, jax.Array]:
+        variables = model.init(jax.random.key(0), x)
+        return model.apply(variables, x, return_features=True)[1]
+
+    spec = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
+    return {name: tuple(leaf.shape) for name, leaf in jax.eval_shape(forward_features, spec).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardCost:
+    """XLA's estimate for one compiled inference forward pass.
+
+    flops counts a multiply-add as 2 flops (plus elementwise ops); temp_bytes is the scratch
+    memory XLA plans for activations, None where the backend does not report it.
+    """
+
+    flops: float
+    temp_bytes: int | None
+    argument_bytes: int | None
+    output_bytes: int | None
+
+
+def forward_cost(
+    model: nn.Module,
+    params: Any = None,
+    *,
+    height: int = FRAME_HEIGHT,
+    width: int = FRAME_WIDTH,
+    batch: int = 1,
+) -> ForwardCost:
+    """Cost analysis of `model.apply` on a (batch, height, width, 3) float32 input.
+
+    Lowers and compiles without running; `params` defaults to the abstract parameters.
+    """
+    if params is None:
+        params = abstract_params(model)
+    params_spec = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), params)
+    input_spec = jax.ShapeDtypeStruct((batch, height, width, 3), jnp.float32)
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    compiled = forward.lower(params_spec, input_spec).compile()
+    # jax 0.10 returns one dict for the whole executable.
+    cost = compiled.cost_analysis()
+    memory = compiled.memory_analysis()
+    return ForwardCost(
+        flops=float(cost["flops"]),
+        temp_bytes=None if memory is None else int(memory.temp_size_in_bytes),
+        argument_bytes=None if memory is None else int(memory.argument_size_in_bytes),
+        output_bytes=None if memory is None else int(memory.output_size_in_bytes),
+    )
+
+
+def gflops_per_frame(
+    model: nn.Module, params: Any = None, height: int = FRAME_HEIGHT, width: int = FRAME_WIDTH
+) -> float:
+    """GFLOPs (multiply-add = 2) of one forward pass on a single height x width frame."""
+    return forward_cost(model, params, height=height, width=width).flops / 1e9
+
+
+def model_summary(
+    model_or_cfg: nn.Module | str | Mapping[str, Any],
+    params: Any = None,
+    *,
+    height: int = FRAME_HEIGHT,
+    width: int = FRAME_WIDTH,
+) -> dict[str, Any]:
+    """Parameters, GFLOPs and XLA temp memory per height x width frame, and feature taps.
+
+    `model_or_cfg` is a module, a preset name or a model config (see `build_model`).
+    """
+    if isinstance(model_or_cfg, nn.Module):
+        model, name = model_or_cfg, type(model_or_cfg).__name__
+    else:
+        cfg = {"name": model_or_cfg} if isinstance(model_or_cfg, str) else model_or_cfg
+        model, name = build_model(cfg), cfg["name"]
+    if params is None:
+        params = abstract_params(model)
+    cost = forward_cost(model, params, height=height, width=width)
+    return {
+        "name": name,
+        "role": "teacher" if isinstance(model, SwinIR) else "student",
+        "params": count_params(params),
+        "frame": f"{width}x{height}",
+        "gflops_per_frame": cost.flops / 1e9,
+        "temp_memory_mib": None if cost.temp_bytes is None else cost.temp_bytes / 2**20,
+        "feature_names": tuple(model.feature_names),
+    }

@@ -1,0 +1,89 @@
+r"""kdjax command line: train, evaluate, or sharpen images.
+
+Modes:
+  train     Train the run in --config (a teacher, a student with or without a
+            teacher), or every run of a suite config (quickstart, ablations), in
+            --workdir. Resumes automatically from --workdir's checkpoints.
+  evaluate  Evaluate a trained --workdir on its validation set, or on the image
+            folders given by --eval_dir, and print PSNR/SSIM.
+  sharpen   Sharpen --input (an image or a folder) into --output with the model
+            trained in --workdir.
+
+Examples:
+  python launch.py --config=configs/quickstart.py --workdir=runs/quickstart
+  python launch.py --config=configs/teacher.py:light --workdir=runs/teacher \
+      --config.num_steps=20000
+  python launch.py --mode=evaluate --workdir=runs/teacher --eval_dir=../shared/data/Set5
+  python launch.py --mode=sharpen --workdir=runs/quickstart/student_kd \
+      --input=photo.png --output=photo_sharp.png
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, optionally with a variant: configs/teacher.py:light.", lock_config=True
+)
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "sharpen"], "What to do.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.", required=True)
+_WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint to evaluate or sharpen with.")
+_EVAL_DIR = flags.DEFINE_multi_string(
+    "eval_dir", [], "evaluate: image folder(s) to evaluate on instead of the run's validation set."
+)
+_INPUT = flags.DEFINE_string("input", None, "sharpen: an image file or a folder of images.")
+_OUTPUT = flags.DEFINE_string("output", None, "sharpen: output file (for a file) or folder.")
+_TILE = flags.DEFINE_integer("tile", 256, "sharpen: tile size in pixels; 0 runs whole images.")
+_OVERLAP = flags.DEFINE_integer("overlap", 32, "sharpen: overlap between tiles in pixels.")
+
+
+def _train() -> None:
+    from kdjax import parallel, suite, train
+
+    config = _CONFIG.value
+    if config is None:
+        raise app.UsageError("--mode=train needs --config, e.g. --config=configs/quickstart.py.")
+    if suite.is_suite(config):
+        suite.run_suite(config, _WORKDIR.value)
+        return
+    parallel.initialize_distributed(config)
+    train.train_and_evaluate(config, _WORKDIR.value)
+
+
+def _evaluate() -> None:
+    from kdjax import evaluation
+
+    evaluation.print_workdir_results(
+        evaluation.evaluate_workdir(_WORKDIR.value, which=_WHICH.value, eval_dirs=_EVAL_DIR.value)
+    )
+
+
+def _sharpen() -> None:
+    import kdjax
+    from kdjax import inference
+
+    if not _INPUT.value or not _OUTPUT.value:
+        raise app.UsageError("--mode=sharpen needs --input and --output.")
+    sharpener = kdjax.load(
+        _WORKDIR.value, which=_WHICH.value, tile=_TILE.value or None, overlap=_OVERLAP.value
+    )
+    inference.sharpen_paths(sharpener, _INPUT.value, _OUTPUT.value)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
+    logging.set_verbosity(logging.INFO)
+    try:
+        {"train": _train, "evaluate": _evaluate, "sharpen": _sharpen}[_MODE.value]()
+    except (ValueError, FileNotFoundError, PermissionError) as error:
+        # User-facing errors are single sentences; a traceback would bury them.
+        logging.error("%s", error)
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    app.run(main)
