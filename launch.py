@@ -20,6 +20,7 @@ Examples:
 
 from __future__ import annotations
 
+import logging as std_logging
 import sys
 
 from absl import app, flags, logging
@@ -73,10 +74,22 @@ def _sharpen() -> None:
     inference.sharpen_paths(sharpener, _INPUT.value, _OUTPUT.value)
 
 
+class _QuietLibraries(std_logging.Filter):
+    """Keeps Orbax's and Grain's per-save INFO chatter out of the training log."""
+
+    NOISY = ("/orbax/", "/grain/")
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return record.levelno >= std_logging.WARNING or not any(
+            part in record.pathname for part in self.NOISY
+        )
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}.")
     logging.set_verbosity(logging.INFO)
+    logging.get_absl_handler().addFilter(_QuietLibraries())
     try:
         {"train": _train, "evaluate": _evaluate, "sharpen": _sharpen}[_MODE.value]()
     except (ValueError, FileNotFoundError, PermissionError) as error:

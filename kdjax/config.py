@@ -33,6 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
             weight_decay=1e-4,
             b1=0.9,
             b2=0.99,
+            eps=1e-8,
             grad_clip_norm=1.0,  # 0 disables clipping
         )
     )
@@ -104,3 +105,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "--config.loss.precompute_teacher=False."
         )
     models.build_model(config.model)
+
+
+SHARED_DATA = "../shared/data"
+
+
+def benchmark_data_config(patch_size: int) -> ml_collections.ConfigDict:
+    """The classic x2 setting: bicubic x2 down-up inputs, BSD68 + SunHays80 to train on,
+    Set5 to validate on; paths are relative to the repository root (see README)."""
+    data_config = data.default_data_config()
+    data_config.train_source = data.folder_source_config(f"{SHARED_DATA}/BSD68", f"{SHARED_DATA}/SunHays80")
+    data_config.eval_source = data.folder_source_config(f"{SHARED_DATA}/Set5")
+    data_config.patch_size = patch_size
+    data_config.degradation = data.degradations.bicubic_only_config(scale=2)
+    return data_config

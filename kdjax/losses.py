@@ -3,7 +3,8 @@
 All losses take images as float arrays in [0, 1], NHWC, and return scalars.
 Distillation pairs a student feature map with a teacher feature map through a
 learned 1x1 adapter (``FeatureAdapters``), resampled to the teacher's spatial
-size, then matches them directly (L1/L2) or through their spatial affinity
+size, then matches them directly (L1/L2, relative to the teacher feature's RMS)
+or through their spatial affinity
 matrices (FAKD, He et al. 2020), which compares *where* features agree rather
 than their values and so needs no channel match.
 """
@@ -90,10 +91,12 @@ def feature_loss(
     """Distance between an adapted student feature and a (frozen) teacher feature."""
     teacher = jax.lax.stop_gradient(teacher.astype(jnp.float32))
     student = student.astype(jnp.float32)
-    if kind == "l2":
-        return jnp.mean(jnp.square(student - teacher))
-    if kind == "l1":
-        return jnp.mean(jnp.abs(student - teacher))
+    if kind in ("l1", "l2"):
+        # Measured in units of the teacher feature's RMS, so one weight suits every
+        # layer and teacher however large its activations grow.
+        rms = jnp.sqrt(jnp.mean(jnp.square(teacher)) + 1e-12)
+        diff = (student - teacher) / rms
+        return jnp.mean(jnp.square(diff)) if kind == "l2" else jnp.mean(jnp.abs(diff))
     if kind == "affinity":
         return jnp.mean(
             jnp.abs(

@@ -58,6 +58,7 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
             learning_rate_schedule(optim, config.num_steps),
             b1=optim.b1,
             b2=optim.b2,
+            eps=optim.eps,
             weight_decay=optim.weight_decay,
         )
     )

@@ -36,7 +36,9 @@ _SWIN_COMMON = {"window_size": 8, "mlp_ratio": 2.0, "resi_connection": "1conv"}
 
 PRESETS: dict[str, Preset] = {
     # Small enough that a 64x64 train step compiles and runs in seconds on CPU.
-    "swin_tiny": Preset(SwinIR, {**_SWIN_COMMON, "embed_dim": 24, "depths": (2, 2), "num_heads": (2, 2)}),
+    "swin_tiny": Preset(
+        SwinIR, {**_SWIN_COMMON, "embed_dim": 24, "depths": (2, 2), "num_heads": (2, 2)}
+    ),
     # SwinIR-light body (0.90M parameters here, no upsampler).
     "swin_light": Preset(
         SwinIR, {**_SWIN_COMMON, "embed_dim": 60, "depths": (6,) * 4, "num_heads": (6,) * 4}
@@ -90,7 +92,8 @@ def build_model(cfg: Mapping[str, Any] | ml_collections.ConfigDict) -> nn.Module
     unknown_keys = sorted(set(cfg) - set(_CONFIG_KEYS))
     if unknown_keys:
         raise ValueError(
-            f"Model config has unknown key(s) {unknown_keys}; valid keys are: {', '.join(_CONFIG_KEYS)}."
+            f"Model config has unknown key(s) {unknown_keys}; "
+            f"valid keys are: {', '.join(_CONFIG_KEYS)}."
         )
     if "name" not in cfg:
         raise ValueError(f"Model config needs a 'name', one of: {', '.join(MODEL_NAMES)}.")
@@ -106,13 +109,16 @@ def build_model(cfg: Mapping[str, Any] | ml_collections.ConfigDict) -> nn.Module
     for key in overrides:
         if key not in valid:
             raise ValueError(
-                f"Unknown override {key!r} for model {name!r}; valid fields are: {', '.join(valid)}."
+                f"Unknown override {key!r} for model {name!r}; "
+                f"valid fields are: {', '.join(valid)}."
             )
     fields = {**preset.fields, **{key: _freeze(value) for key, value in overrides.items()}}
     return preset.module(**fields, dtype=DTYPES[dtype_name])
 
 
-def model_config(name: str, *, dtype: str = "float32", **overrides: Any) -> ml_collections.ConfigDict:
+def model_config(
+    name: str, *, dtype: str = "float32", **overrides: Any
+) -> ml_collections.ConfigDict:
     """Model config for `name`, validated by building it once (cheap: no parameters)."""
     cfg = ml_collections.ConfigDict({"name": name, "dtype": dtype, "overrides": overrides})
     build_model(cfg)

@@ -36,7 +36,9 @@ def count_params(params: Any) -> int:
     return int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(params)))
 
 
-def feature_shapes(model: nn.Module, input_shape: tuple[int, int, int, int]) -> dict[str, tuple[int, ...]]:
+def feature_shapes(
+    model: nn.Module, input_shape: tuple[int, int, int, int]
+) -> dict[str, tuple[int, ...]]:
     """Shapes of the feature taps for an input of `input_shape` (N, H, W, 3), via eval_shape."""
 
     def forward_features(x: jax.Array) -> dict[str, jax.Array]:
@@ -44,7 +46,8 @@ def feature_shapes(model: nn.Module, input_shape: tuple[int, int, int, int]) -> 
         return model.apply(variables, x, return_features=True)[1]
 
     spec = jax.ShapeDtypeStruct(tuple(input_shape), jnp.float32)
-    return {name: tuple(leaf.shape) for name, leaf in jax.eval_shape(forward_features, spec).items()}
+    features = jax.eval_shape(forward_features, spec)
+    return {name: tuple(leaf.shape) for name, leaf in features.items()}
 
 
 @dataclasses.dataclass(frozen=True)
