@@ -20,9 +20,18 @@ Pipelines (Grain ``MapDataset`` transformations, run in ``worker_count`` process
 
 * ``make_train_dataset``: an infinite ``IterDataset`` of per-host batches
   ``{"input": uint8 (B, P, P, 3), "target": uint8 (B, P, P, 3)}``: shuffle (reshuffled every
-  epoch), random ``P`` x ``P`` crop, random flip/90-degree rotation, random degradation of the
-  crop (the same crop and flip for both images of a pair), batches of
-  ``global_batch_size // process_count``. Randomness comes from the per-example generator of
+  epoch), random ``P`` x ``P`` crop, random flip/90-degree rotation, random degradation (the
+  same crop and flip for both images of a pair), batches of
+  ``global_batch_size // process_count``. The crop degrades a window reaching the
+  degradation's ``context`` beyond the patch (where the image has it), with patch and window on
+  its ``grid`` (see ``kdjax.degradations``), then keeps the patch: so the input is the whole
+  image's degradation restricted to the patch, as evaluation and inference see it, not a
+  degradation of the patch that mirrors pixels at its borders. The flip/rotation is applied to
+  the sharp window before degradation, as for anisotropic and motion blur (and JPEG) only that
+  order yields an input the degradation could have produced from the target. Decoded source
+  examples are kept in a least-recently-used cache of ``cache_mib`` MiB per process
+  (``CachedSource``), as decoding whole photographs for every patch dominates the cost;
+  every Grain worker process fills its own. Randomness comes from the per-example generator of
   Grain's ``random_map`` (seeded by ``seed`` and the example's position in the stream), so the
   batches depend only on the config, ``seed`` and the host's place; not on the number of worker
   processes. Every host slices its share out of one global example stream, so the hosts' batches
@@ -41,8 +50,11 @@ are mirror-padded at the bottom and right to the patch size (``min_size_policy="
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +77,7 @@ __all__ = [
     "PairedFolder",
     "SkimagePhotos",
     "TfdsImages",
+    "CachedSource",
     "build_source",
     "default_data_config",
     "folder_source_config",
@@ -308,13 +321,73 @@ class TfdsImages:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = f"{self.dataset}/{self.split}/{index}"
-        return {"image": to_rgb_uint8(self._source[index][self.feature], name=f"TFDS example {name}"), "name": name}
+        try:
+            image = to_rgb_uint8(self._source[index][self.feature], name=f"TFDS example {name}")
+        except Exception as error:  # pylint: disable=broad-except  # re-raised naming the example
+            raise DataSourceError(
+                f"Reading TFDS example {name} failed ({type(error).__name__}: {' '.join(str(error).split())}); "
+                "check the prepared dataset files."
+            ) from error
+        return {"image": image, "name": name}
 
     def __repr__(self) -> str:
         return f"TfdsImages({self.dataset!r}, {self.split!r}, {len(self)} images)"
 
 
-Source = ImageFiles | PairedFolder | TfdsImages
+class CachedSource:
+    """A source whose most recently read examples stay decoded in memory, up to ``max_bytes`` of arrays.
+
+    Least recently read examples are dropped first; an example larger than ``max_bytes`` is
+    never kept. The cache belongs to the process that reads: a pickled copy, as sent to each
+    Grain worker process, starts empty, so a pipeline holds up to ``max_bytes`` per worker.
+    Cached arrays are made read-only, so nothing downstream can change what later reads return.
+    Safe to read from several threads.
+    """
+
+    def __init__(self, source: ImageFiles | PairedFolder | TfdsImages, max_bytes: int):
+        self.source = source
+        self.max_bytes = max_bytes
+        self._clear()
+
+    def _clear(self) -> None:
+        self._examples: collections.OrderedDict[int, tuple[dict[str, Any], int]] = collections.OrderedDict()  # (example, bytes)
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"source": self.source, "max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._clear()
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        with self._lock:
+            if index in self._examples:
+                self._examples.move_to_end(index)
+                return self._examples[index][0]
+        # Decoded outside the lock, so threads decode different images at once.
+        example = self.source[index]
+        arrays = [value for value in example.values() if isinstance(value, np.ndarray)]
+        for array in arrays:
+            array.flags.writeable = False
+        size = sum(array.nbytes for array in arrays)
+        with self._lock:
+            if size <= self.max_bytes and index not in self._examples:
+                self._examples[index] = (example, size)
+                self._bytes += size
+                while self._bytes > self.max_bytes:
+                    self._bytes -= self._examples.popitem(last=False)[1][1]
+        return example
+
+    def __repr__(self) -> str:
+        return f"CachedSource({self.source!r}, {self.max_bytes / 2**20:g} MiB)"
+
+
+Source = ImageFiles | PairedFolder | TfdsImages | CachedSource
 
 
 def _source_config(kind: str, **fields: Any) -> ml_collections.ConfigDict:
@@ -394,6 +467,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       degradation: how sharp images become inputs, see ``kdjax.degradations`` (ignored for
         paired sources); default: x2 bicubic down-up, the published SR benchmark setting.
       eval_seed: seed of the (fixed) evaluation degradation's noise.
+      cache_mib: MiB of decoded training examples each data process keeps in memory
+        (``CachedSource``; every worker process has its own), 0 to decode every read.
       worker_count: processes preparing training batches; 0 prepares them in the training
         process (with ``read_threads`` threads).
       read_threads: threads per process preparing batches (image decoding and numpy release
@@ -409,6 +484,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             augment=True,
             degradation=degradations.default_degradation_config(),
             eval_seed=0,
+            cache_mib=1024,
             worker_count=0,
             read_threads=2,
             prefetch=2,
@@ -442,14 +518,53 @@ def _prepare(fn, example: dict[str, Any], what: str):
         raise
     except Exception as error:  # pylint: disable=broad-except  # re-raised with the example's name
         raise ExamplePreparationError(
-            f"Preparing the {what} of {example.get('name', 'an example')} failed ({type(error).__name__}: {error}); "
+            f"Preparing the {what} of {example.get('name', 'an example')} failed "
+            f"({type(error).__name__}: {' '.join(str(error).split())}); "
             "check that image and the data config."
         ) from error
 
 
+def _patch_and_window(length: int, patch_size: int, context: int, grid: int, rng: np.random.Generator):
+    """Draws a patch along one image axis and the window around it that gets degraded.
+
+    Returns ``(start, low, high)``: the patch covers ``[start, start + patch_size)`` and the window
+    ``[low, high)``, reaching ``context`` (a multiple of ``grid``) beyond the patch where the
+    image has it. Patch and window start on multiples of ``grid`` and the window ends on one,
+    within the part of the axis that evaluation's mod crop keeps, so that the window's
+    bicubic downscaling groups the same pixels as the whole image's. An axis too short for
+    an aligned patch (e.g. padded to the patch size) is used whole, unaligned.
+    """
+    usable = length - length % grid
+    if usable < patch_size:
+        usable, grid = length, 1
+    start = int(rng.integers(0, (usable - patch_size) // grid + 1)) * grid
+    low = max(start - context, 0)
+    high = min(math.ceil((start + patch_size + context) / grid) * grid, usable)
+    return start, low, high
+
+
+def _rotate_flip(windows: list[np.ndarray], top: int, left: int, size: int, transform: int):
+    """Applies one of the 8 symmetries of the square to every window: ``transform % 4`` quarter
+    turns, then a horizontal flip when ``transform >= 4``; returns the windows and where the
+    ``size`` x ``size`` patch at (``top``, ``left``) has moved."""
+    for _ in range(transform % 4):
+        width = windows[0].shape[1]
+        windows = [np.rot90(window) for window in windows]
+        top, left = width - left - size, top
+    if transform >= 4:
+        windows = [window[:, ::-1] for window in windows]
+        left = windows[0].shape[1] - left - size
+    return windows, top, left
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainPatch:
-    """Random crop, flip/rotation and degradation of one example into ``{"input", "target"}`` patches."""
+    """Random crop, flip/rotation and degradation of one example into ``{"input", "target"}`` patches.
+
+    The degradation sees the patch's real surroundings (see the module docstring): it degrades
+    a window ``degradation.context`` pixels (rounded up to its ``grid``) wider on each side,
+    clipped to the image, and the patch is cut out of the result.
+    """
 
     patch_size: int
     degradation: degradations.Degradation | None  # None for paired sources, which bring their inputs
@@ -470,17 +585,18 @@ class TrainPatch:
             padding = ((0, max(0, size - height)), (0, max(0, size - width)), (0, 0))
             images = [np.pad(image, padding, mode="symmetric") for image in images]
             height, width = images[-1].shape[:2]
-        top, left = rng.integers(0, height - size + 1), rng.integers(0, width - size + 1)
-        images = [image[top : top + size, left : left + size] for image in images]
+        grid = 1 if self.degradation is None else self.degradation.grid
+        context = 0 if self.degradation is None else math.ceil(self.degradation.context / grid) * grid
+        top, row_low, row_high = _patch_and_window(height, size, context, grid, rng)
+        left, col_low, col_high = _patch_and_window(width, size, context, grid, rng)
+        windows = [image[row_low:row_high, col_low:col_high] for image in images]
+        top, left = top - row_low, left - col_low
         if self.augment:
-            # One of the 8 symmetries of the square: rotate by 0-3 quarter turns, then maybe flip.
-            transform = rng.integers(8)
-            images = [np.rot90(image, transform % 4) for image in images]
-            images = [image[:, ::-1] if transform >= 4 else image for image in images]
-        images = [np.ascontiguousarray(image) for image in images]
-        if self.degradation is None:
-            return {"input": images[0], "target": images[1]}
-        return {"input": self.degradation(images[0], rng), "target": images[0]}
+            windows, top, left = _rotate_flip(windows, top, left, size, int(rng.integers(8)))
+        if self.degradation is not None:
+            windows = [self.degradation(np.ascontiguousarray(windows[0]), rng), windows[0]]
+        patch_input, target = (np.ascontiguousarray(window[top : top + size, left : left + size]) for window in windows)
+        return {"input": patch_input, "target": target}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -558,9 +674,13 @@ def make_train_dataset(
             f"use a multiple of {process_count}."
         )
     worker_count = data_cfg.worker_count if worker_count is None else worker_count
+    if data_cfg.cache_mib < 0:
+        raise ValueError(f"data.cache_mib={data_cfg.cache_mib} is negative; set it to 0 (no cache) or more MiB.")
     source = build_source(data_cfg.train_source)
     _check_patch_fits(source, data_cfg)
     paired = isinstance(source, PairedFolder)
+    if data_cfg.cache_mib:
+        source = CachedSource(source, max_bytes=int(data_cfg.cache_mib * 2**20))
     transform = TrainPatch(
         patch_size=data_cfg.patch_size,
         degradation=None if paired else degradations.build_degradation(data_cfg.degradation, train=True),

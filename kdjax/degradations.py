@@ -44,6 +44,16 @@ rounds uint8 after each pass, like MATLAB); when a side is not a multiple of the
 training patches), the downscaled size is rounded up and the upscale returns exactly the
 original size. Filters extend the image by mirroring without repeating the edge (OpenCV's
 default ``BORDER_REFLECT_101``, as BasicSR uses).
+
+Training degrades a crop, not the whole image. So that a crop's degradation equals the
+whole image's restricted to it, a ``Degradation`` reports what a crop needs (the data pipeline
+reads both): ``context``, the pixels each output pixel depends on, per side (the sum over the
+chain of each blur's kernel radius and ``4 * scale`` for bicubic down-up: two low-resolution
+pixels each way, in each of its two passes), and ``grid``, the alignment the crop needs (the
+least common multiple of the bicubic scales, so the crop's downscaling groups the same pixels
+as the whole image's). Noise and JPEG need neither: noise is per pixel, and JPEG, per 8x8
+block, is left out of the alignment (its block phase varies between crops, a harmless
+augmentation).
 """
 
 from __future__ import annotations
@@ -161,7 +171,17 @@ def _filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 class Op(Protocol):
-    """One degradation step: uint8 (H, W, 3) in, uint8 of the same shape out."""
+    """One degradation step: uint8 (H, W, 3) in, uint8 of the same shape out.
+
+    ``context`` and ``grid`` are what a crop needs to be degraded as part of its image (see the
+    module docstring).
+    """
+
+    @property
+    def context(self) -> int: ...
+
+    @property
+    def grid(self) -> int: ...
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
 
@@ -178,6 +198,11 @@ class GaussianBlur:
     sigma_y_range: tuple[float, float]
     angle_range: tuple[float, float]
     anisotropic_prob: float
+    grid = 1
+
+    @property
+    def context(self) -> int:
+        return self.kernel_size // 2
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         sigma_x = rng.uniform(*self.sigma_x_range)
@@ -193,6 +218,11 @@ class MotionBlur:
     kernel_size: int
     length_range: tuple[float, float]
     angle_range: tuple[float, float]
+    grid = 1
+
+    @property
+    def context(self) -> int:
+        return self.kernel_size // 2
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         length = rng.uniform(*self.length_range)
@@ -203,6 +233,14 @@ class MotionBlur:
 @dataclasses.dataclass(frozen=True)
 class BicubicDownUp:
     scales: tuple[int, ...]
+
+    @property
+    def context(self) -> int:
+        return 4 * max(self.scales) if max(self.scales) > 1 else 0
+
+    @property
+    def grid(self) -> int:
+        return math.lcm(*self.scales)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         scale = self.scales[rng.integers(len(self.scales))] if len(self.scales) > 1 else self.scales[0]
@@ -215,6 +253,8 @@ class BicubicDownUp:
 @dataclasses.dataclass(frozen=True)
 class GaussianNoise:
     sigma_range: tuple[float, float]
+    context = 0
+    grid = 1
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         sigma = rng.uniform(*self.sigma_range)
@@ -225,6 +265,8 @@ class GaussianNoise:
 @dataclasses.dataclass(frozen=True)
 class JpegCompression:
     quality_range: tuple[int, int]
+    context = 0
+    grid = 1
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         quality = int(rng.integers(self.quality_range[0], self.quality_range[1] + 1))
@@ -241,6 +283,14 @@ class WithProbability:
     op: Op
     prob: float
 
+    @property
+    def context(self) -> int:
+        return self.op.context
+
+    @property
+    def grid(self) -> int:
+        return self.op.grid
+
     def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.op(image, rng) if rng.random() < self.prob else image
 
@@ -251,6 +301,16 @@ class Degradation:
 
     names: tuple[str, ...]
     ops: tuple[Op, ...]
+
+    @property
+    def context(self) -> int:
+        """Pixels of real neighbourhood, per side, that a crop needs for an exact degradation."""
+        return sum(op.context for op in self.ops)
+
+    @property
+    def grid(self) -> int:
+        """Crops must start (and, for an exact degradation, end) on multiples of this."""
+        return math.lcm(1, *(op.grid for op in self.ops))
 
     def __call__(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Degrades a uint8 (H, W, 3) image; the result has the same shape and dtype."""

@@ -136,7 +136,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             f"{path} is not a readable image (expected one of {', '.join(IMAGE_EXTENSIONS)}); remove or replace it."
         ) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageReadError(f"Image file {path} is truncated or corrupt ({error}); remove or replace it.") from None
+        detail = " ".join(str(error).split())  # keep the message on one line
+        raise ImageReadError(f"Image file {path} is truncated or corrupt ({detail}); remove or replace it.") from None
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:

@@ -87,5 +87,9 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Places a pytree on every device of the mesh (parameters, optimizer state)."""
-    return jax.device_put(tree, replicated(mesh))
+    """Places a pytree, identical on every host, on every device of the mesh.
+
+    A compiled identity rather than ``device_put``: with several hosts the target
+    sharding spans devices this process cannot address directly.
+    """
+    return jax.jit(lambda x: x, out_shardings=replicated(mesh))(tree)

@@ -162,7 +162,8 @@ def load_teacher(
     )
     with config.unlocked():
         config.teacher.model = teacher_config.model
-    return build_model(teacher_config.model), parallel.replicate(teacher_params, mesh)
+    # Restored on one local device; via host memory to every device of the mesh.
+    return build_model(teacher_config.model), parallel.replicate(jax.device_get(teacher_params), mesh)
 
 
 class _PreemptionFlag:
@@ -255,7 +256,7 @@ def train_and_evaluate(
         ),
         out_shardings=replicated,
     )(init_rng)
-    train_rng = jax.device_put(train_rng, replicated)
+    train_rng = parallel.replicate(train_rng, mesh)
 
     if is_chief:
         checkpoints.save_config(workdir, config)
@@ -405,6 +406,7 @@ def train_and_evaluate(
 
     manager.wait_until_finished()
     manager.close()
+    data_iter.close()
     if writer is not None:
         writer.close()
     if last_results is None:
