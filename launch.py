@@ -37,8 +37,10 @@ _EVAL_DIR = flags.DEFINE_multi_string(
 )
 _INPUT = flags.DEFINE_string("input", None, "sharpen: an image file or a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "sharpen: output file (for a file) or folder.")
-_TILE = flags.DEFINE_integer("tile", 256, "sharpen: tile size in pixels; 0 runs whole images.")
+_TILE = flags.DEFINE_integer("tile", 512, "sharpen: tile size in pixels; 0 runs whole images.")
 _OVERLAP = flags.DEFINE_integer("overlap", 32, "sharpen: overlap between tiles in pixels.")
+_SELF_ENSEMBLE = flags.DEFINE_bool("self_ensemble", False, "sharpen: average the 8 flips/rotations (8x slower).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "sharpen: replace existing output files (inputs never).")
 
 
 def _train() -> None:
@@ -69,9 +71,13 @@ def _sharpen() -> None:
     if not _INPUT.value or not _OUTPUT.value:
         raise app.UsageError("--mode=sharpen needs --input and --output.")
     sharpener = kdjax.load(
-        _WORKDIR.value, which=_WHICH.value, tile=_TILE.value or None, overlap=_OVERLAP.value
+        _WORKDIR.value,
+        which=_WHICH.value,
+        tile=_TILE.value or None,
+        overlap=_OVERLAP.value,
+        self_ensemble=_SELF_ENSEMBLE.value,
     )
-    inference.sharpen_paths(sharpener, _INPUT.value, _OUTPUT.value)
+    inference.sharpen_paths(sharpener, _INPUT.value, _OUTPUT.value, overwrite=_OVERWRITE.value)
 
 
 class _QuietLibraries(std_logging.Filter):

@@ -1,9 +1,12 @@
 """Training-data throughput: degraded patches per second of the Grain pipeline, per worker count.
 
 Reads a folder of sharp images (default ../shared/data/SunHays80, 1024 px wide JPEGs), crops
---patch_size patches, degrades them (default: Gaussian blur, bicubic x2 down-up, noise, JPEG) and
-batches them, exactly as training does. For each worker count it discards --warmup_batches
-(process start-up, first reads) and then times --batches batches.
+--patch_size patches, degrades them with their surroundings (default: Gaussian blur, bicubic x2
+down-up, noise, JPEG) and batches them, exactly as training does. For each worker count it
+discards --warmup_batches (process start-up, first reads) and then times --batches batches.
+Decoded images stay in each process's --cache_mib cache, so once every process has read every
+image (an epoch per worker) no more decoding happens; --cache_mib=0 measures decoding every
+patch's image.
 
     python benchmarks/data_throughput.py --worker_counts=0,2
 """
@@ -26,6 +29,7 @@ _OPS = flags.DEFINE_list("ops", ["gaussian_blur", "bicubic", "noise", "jpeg"], "
 _SCALE = flags.DEFINE_integer("scale", 2, "Bicubic down-up scale.")
 _WORKER_COUNTS = flags.DEFINE_list("worker_counts", ["0", "2"], "Worker process counts to measure.")
 _READ_THREADS = flags.DEFINE_integer("read_threads", None, "Threads per process; default: the data config's.")
+_CACHE_MIB = flags.DEFINE_integer("cache_mib", None, "Decoded-image cache per process (MiB); default: the config's.")
 _WARMUP_BATCHES = flags.DEFINE_integer("warmup_batches", 10, "Batches discarded before timing.")
 _BATCHES = flags.DEFINE_integer("batches", 100, "Batches timed per worker count.")
 
@@ -54,9 +58,12 @@ def main(argv: list[str]) -> None:
     config.degradation = degradations.default_degradation_config(ops=tuple(_OPS.value), scale=_SCALE.value)
     if _READ_THREADS.value is not None:
         config.read_threads = _READ_THREADS.value
+    if _CACHE_MIB.value is not None:
+        config.cache_mib = _CACHE_MIB.value
     print(
         f"{_FOLDER.value}: {_PATCH_SIZE.value}x{_PATCH_SIZE.value} patches, batch {_BATCH_SIZE.value}, "
         f"ops {' -> '.join(_OPS.value)} (x{_SCALE.value}), read_threads {config.read_threads}, "
+        f"cache {config.cache_mib} MiB, "
         f"{_BATCHES.value} timed batches after {_WARMUP_BATCHES.value} warm-up"
     )
     print(f"| {'workers':>7} | {'patches/s':>9} |")

@@ -53,13 +53,13 @@ def _run(model, num_steps, learning_rate):
 
 def get_config(variant=None):
     del variant
-    teacher = _run(model_config("swin_tiny"), num_steps=600, learning_rate=1e-3)
-    student_kd = _run(model_config("realtime"), num_steps=600, learning_rate=2e-3)
+    teacher = _run(model_config("swin_tiny"), num_steps=1200, learning_rate=1e-3)
+    student_kd = _run(model_config("realtime"), num_steps=1500, learning_rate=2e-3)
     student_kd.teacher.workdir = "@teacher"
-    student_kd.loss.output_kd_weight = 1.0
-    student_kd.loss.feature_kd_weight = 0.1
+    student_kd.loss.output_kd_weight = 0.5
+    student_kd.loss.feature_kd_weight = 0.05
     student_kd.loss.feature_pairs = FEATURE_PAIRS
-    student_only = _run(model_config("realtime"), num_steps=600, learning_rate=2e-3)
+    student_only = _run(model_config("realtime"), num_steps=1500, learning_rate=2e-3)
     suite = ml_collections.ConfigDict()
     suite.runs = ml_collections.ConfigDict(
         dict(teacher=teacher, student_kd=student_kd, student_only=student_only)

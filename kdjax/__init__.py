@@ -1,0 +1,22 @@
+"""kdjax: image sharpening with knowledge distillation in JAX.
+
+A Swin-transformer teacher is trained for quality; lightweight CNN students
+learn from the ground truth and the frozen teacher to run in real time.
+
+    import kdjax
+    model = kdjax.load("runs/quickstart/student_kd")   # a training workdir
+    sharp = model.sharpen(image)                        # uint8 HxWx3 in, same out
+"""
+
+__all__ = ["Sharpener", "load"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Imported on first use, so that Grain's data worker processes, which import
+    # kdjax.data, do not pay for importing JAX and the models.
+    if name in __all__:
+        from kdjax import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'kdjax' has no attribute {name!r}")

@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
 from kdjax import checkpoints, data, losses, parallel
@@ -167,25 +168,40 @@ def load_teacher(
 
 
 class _PreemptionFlag:
-    """Set by SIGTERM, so the loop can save a checkpoint before the process exits."""
+    """Set by SIGTERM while training, so the loop saves a checkpoint before exiting.
+
+    A context manager: the previous SIGTERM handler is restored afterwards.
+    """
 
     def __init__(self):
         self.requested = False
+        self._previous = None
+
+    def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._handle)
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
     def _handle(self, signum, frame):
         del signum, frame
         logging.warning("SIGTERM received: saving a checkpoint and stopping.")
         self.requested = True
 
-    def should_stop(self) -> bool:
+    def should_stop(self, step: int, every: int) -> bool:
+        """Whether to stop after ``step``; with several hosts, agreed every ``every`` steps.
+
+        All processes must agree, or the ones that stop would leave the others
+        waiting in a collective; agreeing costs a cross-host round trip, hence
+        not at every step.
+        """
         if jax.process_count() == 1:
             return self.requested
-        # All processes must agree, or the ones that stop would leave the others
-        # waiting in a collective.
-        from jax.experimental import multihost_utils
-
+        if step % every:
+            return False
         flags = multihost_utils.process_allgather(np.asarray(self.requested))
         return bool(np.any(flags))
 
@@ -301,7 +317,6 @@ def train_and_evaluate(
     )
 
     writer = SummaryWriter(str(workdir / "tensorboard")) if is_chief else None
-    preemption = _PreemptionFlag()
 
     def run_eval(step: int) -> dict[str, Any]:
         local_params = jax.tree.map(lambda a: a.addressable_data(0), state.ema_params["model"])
@@ -357,52 +372,53 @@ def train_and_evaluate(
         "Training %s for %d steps on %d devices (batch %d), workdir %s.",
         config.model.name, config.num_steps, mesh.devices.size, config.batch_size, workdir,
     )
-    while step < config.num_steps:
-        if precomputed is not None:
-            local_batch = precomputed[step % len(precomputed)]
-        else:
-            local_batch = next(data_iter)
-        if batch_hook is not None:
-            local_batch = batch_hook(step, local_batch)
-        batch = parallel.shard_batch(local_batch, mesh)
-        state, step_metrics = train_step(state, batch, train_rng, teacher_params)
-        step += 1
-        # The previous step's flag is read once this step is dispatched, so the
-        # guard never stalls the device pipeline; a bad step left the state as it was.
-        if previous_metrics is not None:
-            check_finite(previous_metrics, step - 1)
-        previous_metrics = step_metrics
-        history.append(step_metrics)
+    with _PreemptionFlag() as preemption:
+        while step < config.num_steps:
+            if precomputed is not None:
+                local_batch = precomputed[step % len(precomputed)]
+            else:
+                local_batch = next(data_iter)
+            if batch_hook is not None:
+                local_batch = batch_hook(step, local_batch)
+            batch = parallel.shard_batch(local_batch, mesh)
+            state, step_metrics = train_step(state, batch, train_rng, teacher_params)
+            step += 1
+            # The previous step's flag is read once this step is dispatched, so the
+            # guard never stalls the device pipeline; a bad step left the state as it was.
+            if previous_metrics is not None:
+                check_finite(previous_metrics, step - 1)
+            previous_metrics = step_metrics
+            history.append(step_metrics)
 
-        is_last = step == config.num_steps
-        stop = preemption.should_stop()
-        if step % config.log_every_steps == 0 or is_last:
-            check_finite(step_metrics, step)
-            means = {k: float(np.mean([float(m[k]) for m in history])) for k in history[0] if k != "finite"}
-            history.clear()
-            elapsed = time.perf_counter() - timer_start
-            steps_per_sec = (step - timer_step) / max(elapsed, 1e-9)
-            timer_start, timer_step = time.perf_counter(), step
-            eta = (config.num_steps - step) / max(steps_per_sec, 1e-9)
-            logging.info(
-                "step %d/%d | loss %.5f | %.2f steps/s | %.1f images/s | ETA %s",
-                step, config.num_steps, means["loss"], steps_per_sec,
-                steps_per_sec * config.batch_size, _format_eta(eta),
-            )
-            if writer is not None:
-                for key, value in means.items():
-                    writer.add_scalar(f"train/{key}", value, step)
-                writer.add_scalar("train/steps_per_sec", steps_per_sec, step)
-        eval_results = None
-        if step % config.eval.every_steps == 0 or is_last:
-            check_finite(step_metrics, step)
-            eval_results = last_results = run_eval(step)
-        if step % config.checkpoint.every_steps == 0 or is_last or stop:
-            check_finite(step_metrics, step)
-            save_checkpoint(step, eval_results)
-        if stop:
-            logging.warning("Stopped at step %d after SIGTERM; the run resumes from here.", step)
-            break
+            is_last = step == config.num_steps
+            stop = preemption.should_stop(step, config.log_every_steps)
+            if step % config.log_every_steps == 0 or is_last:
+                check_finite(step_metrics, step)
+                means = {k: float(np.mean([float(m[k]) for m in history])) for k in history[0] if k != "finite"}
+                history.clear()
+                elapsed = time.perf_counter() - timer_start
+                steps_per_sec = (step - timer_step) / max(elapsed, 1e-9)
+                timer_start, timer_step = time.perf_counter(), step
+                eta = (config.num_steps - step) / max(steps_per_sec, 1e-9)
+                logging.info(
+                    "step %d/%d | loss %.5f | %.2f steps/s | %.1f images/s | ETA %s",
+                    step, config.num_steps, means["loss"], steps_per_sec,
+                    steps_per_sec * config.batch_size, _format_eta(eta),
+                )
+                if writer is not None:
+                    for key, value in means.items():
+                        writer.add_scalar(f"train/{key}", value, step)
+                    writer.add_scalar("train/steps_per_sec", steps_per_sec, step)
+            eval_results = None
+            if step % config.eval.every_steps == 0 or is_last:
+                check_finite(step_metrics, step)
+                eval_results = last_results = run_eval(step)
+            if step % config.checkpoint.every_steps == 0 or is_last or stop:
+                check_finite(step_metrics, step)
+                save_checkpoint(step, eval_results)
+            if stop:
+                logging.warning("Stopped at step %d after SIGTERM; the run resumes from here.", step)
+                break
 
     manager.wait_until_finished()
     manager.close()

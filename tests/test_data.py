@@ -1,7 +1,9 @@
 """Tests for kdjax.data: sources, clear errors on bad input, and the Grain training/evaluation pipelines."""
 
+import collections
 import json
 import logging
+import pickle
 from pathlib import Path
 
 import grain
@@ -64,6 +66,33 @@ def _assert_same_batches(first, second):
 def _colour_indices(patches: np.ndarray) -> list[int]:
     """Which of COLOURS each solid patch shows."""
     return [COLOURS.index(tuple(int(c) for c in patch[0, 0])) for patch in patches]
+
+
+def _find(image: np.ndarray, patch: np.ndarray) -> tuple[int, int] | None:
+    """(top, left) where ``patch`` occurs in ``image`` (a random texture: at most one place), or None."""
+    windows = np.lib.stride_tricks.sliding_window_view(image, patch.shape)[:, :, 0]
+    found = np.argwhere((windows == patch).all(axis=(2, 3, 4)))
+    return (int(found[0][0]), int(found[0][1])) if len(found) else None
+
+
+def _symmetries(image: np.ndarray) -> list[np.ndarray]:
+    """The 8 flips/rotations of ``image``, numbered like the pipeline's (quarter turns, then flip)."""
+    return [np.rot90(image, k)[:, ::-1] if flip else np.rot90(image, k) for flip in (False, True) for k in range(4)]
+
+
+class _CountingSource:
+    """Solid images of ``heights[i]`` x 10 pixels that count how often each is read."""
+
+    def __init__(self, heights):
+        self.heights = heights
+        self.reads = collections.Counter()
+
+    def __len__(self):
+        return len(self.heights)
+
+    def __getitem__(self, index):
+        self.reads[index] += 1
+        return {"image": np.full((self.heights[index], 10, 3), index, np.uint8), "name": str(index)}
 
 
 def _one_sentence(error: pytest.ExceptionInfo) -> str:
@@ -211,6 +240,33 @@ def test_unknown_tfds_name_is_one_sentence():
     assert "no_such_dataset_xyz" in _one_sentence(error)
 
 
+def test_cached_source_keeps_the_most_recent_examples_within_its_bytes():
+    source = _CountingSource([10, 10, 10, 40])  # 300 bytes each, the last 1200
+    cached = data.CachedSource(source, max_bytes=600)
+    for index in (0, 1, 0, 2, 0, 1, 3, 3):
+        example = cached[index]
+        np.testing.assert_array_equal(example["image"], index)
+        assert not example["image"].flags.writeable, "cached arrays are shared between reads"
+    # 2 evicted 1 (the least recently read), 1 came back evicting 2; 3 exceeds the budget alone.
+    assert source.reads == {0: 1, 1: 2, 2: 1, 3: 2}
+    cached[1]
+    assert source.reads[1] == 2
+    copy = pickle.loads(pickle.dumps(cached))  # as sent to a worker process: its own, empty cache
+    copy[1]
+    assert copy.source.reads[1] == 3 and len(copy) == 4
+
+
+def test_shuffled_epochs_are_fresh_permutations_of_the_source():
+    source = list(range(7))
+    epochs = data.ShuffledEpochs(source, seed=5)
+    orders = [[epochs[epoch * 7 + position] for position in range(7)] for epoch in range(3)]
+    assert all(sorted(order) == source for order in orders)
+    assert orders[0] != orders[1] != orders[2]
+    again = pickle.loads(pickle.dumps(data.ShuffledEpochs(source, seed=5)))
+    assert [again[index] for index in (20, 3, 15)] == [orders[2][6], orders[0][3], orders[2][1]]
+    assert [data.ShuffledEpochs(source, seed=6)[index] for index in range(7)] != orders[0]
+
+
 def test_build_source_rejects_unknown_kinds_and_missing_fields():
     with pytest.raises(data.DataSourceError, match="kind"):
         data.build_source(ml_collections.ConfigDict(dict(kind="ftp")))
@@ -236,11 +292,56 @@ def test_training_batches_are_deterministic_per_seed(tmp_path):
     assert not np.array_equal(batch["input"], batch["target"])
 
 
-def test_workers_only_change_speed(tmp_path):
+def test_workers_and_the_cache_only_change_speed(tmp_path):
     for index in range(5):
         _save(tmp_path / f"{index}.png", _texture(40, 36, index))
     config = _config(data.folder_source_config(tmp_path))
-    _assert_same_batches(_batches(config, 4, worker_count=2), _batches(config, 4, worker_count=0))
+    expected = _batches(config, 4, worker_count=0)
+    _assert_same_batches(_batches(config, 4, worker_count=2), expected)
+    config.cache_mib = 0
+    _assert_same_batches(_batches(config, 4, worker_count=0), expected)
+    config.cache_mib = -1
+    with pytest.raises(ValueError, match="data.cache_mib=-1"):
+        _batches(config, 1)
+
+
+def test_training_inputs_are_the_whole_image_degradation_restricted_to_the_patch(tmp_path):
+    image = _texture(48, 44, 0)
+    _save(tmp_path / "a.png", image)
+    config = _config(data.folder_source_config(tmp_path), augment=False)  # bicubic x2 only, context 8
+    degradation = degradations.build_degradation(config.degradation, train=False)
+    whole = degradation(image, np.random.default_rng(0))
+    crop_first_differs = False
+    for batch in _batches(config, 3):
+        for patch_input, target in zip(batch["input"], batch["target"]):
+            top, left = _find(image, target)
+            assert top % 2 == 0 and left % 2 == 0, "patches lie on the bicubic grid"
+            np.testing.assert_array_equal(patch_input, whole[top : top + 16, left : left + 16])
+            crop_first_differs |= not np.array_equal(patch_input, degradation(target, np.random.default_rng(0)))
+    assert crop_first_differs, "degrading the bare patch would mirror pixels at its borders"
+
+
+def test_flips_and_rotations_come_before_an_anisotropic_degradation():
+    """The input is the degradation of the flipped/rotated image, cut where the target was, on any image size."""
+    config = degradations.default_degradation_config(
+        ops=("motion_blur", "bicubic"), motion_blur=dict(kernel_size=7, eval_length=5.0, eval_angle=30.0)
+    )
+    degradation = degradations.build_degradation(config, train=False)  # fixed parameters, comparable
+    image = _texture(65, 57, 0)  # evaluation's mod crop keeps 64 x 56, so do the patches
+    symmetries = _symmetries(data.mod_crop(image, 2))
+    degraded = [degradation(np.ascontiguousarray(s), np.random.default_rng(0)) for s in symmetries]
+    patch = data.TrainPatch(patch_size=16, degradation=degradation, min_size_policy="error", augment=True)
+    transforms = set()
+    for seed in range(12):
+        example = patch({"image": image, "name": "texture"}, np.random.default_rng(seed))
+        ((transform, (top, left)),) = [
+            (transform, place)
+            for transform, symmetry in enumerate(symmetries)
+            if (place := _find(symmetry, example["target"])) is not None
+        ]
+        np.testing.assert_array_equal(example["input"], degraded[transform][top : top + 16, left : left + 16])
+        transforms.add(transform)
+    assert len(transforms) > 3
 
 
 def test_hosts_get_disjoint_shards_covering_each_epoch(tmp_path):

@@ -98,6 +98,37 @@ def test_training_bicubic_draws_among_its_scales():
     assert len(outputs) == 3
 
 
+def test_context_and_grid_add_up_over_the_chain():
+    default = degradations.build_degradation(degradations.default_degradation_config(), train=True)
+    assert (default.context, default.grid) == (8, 2)  # x2 bicubic: 2 low-res pixels each way, twice
+    config = degradations.default_degradation_config(
+        ops=("gaussian_blur", "motion_blur", "bicubic", "noise", "jpeg"),
+        motion_blur=dict(kernel_size=9, train_length=(3.0, 7.0), eval_length=5.0, train_prob=0.5),
+        bicubic=dict(train_scales=(2, 3, 4)),
+    )
+    train = degradations.build_degradation(config, train=True)
+    assert (train.context, train.grid) == (10 + 4 + 16, 12)
+    evaluation = degradations.build_degradation(config, train=False)
+    assert (evaluation.context, evaluation.grid) == (10 + 4 + 8, 2)
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_a_crop_with_context_degrades_like_the_whole_image(scale):
+    """Bicubic down-up of an aligned crop equals the whole image's, ``context`` pixels in from its cut edges."""
+    config = degradations.default_degradation_config(
+        ops=("gaussian_blur", "bicubic"), scale=scale, gaussian_blur=dict(kernel_size=5)
+    )
+    degradation = degradations.build_degradation(config, train=False)
+    context = degradation.context
+    image = _texture(16 * scale, 60 * scale)
+    whole = degradation(image, np.random.default_rng(0))
+    left, right = 5 * scale, 55 * scale  # aligned cut edges, away from the image's own edges
+    crop = degradation(image[:, left:right], np.random.default_rng(0))
+    np.testing.assert_array_equal(crop[:, context:-context], whole[:, left + context : right - context])
+    # At the cut itself the crop's degradation sees mirrored pixels instead of the image's.
+    assert not np.array_equal(crop[:, :scale], whole[:, left : left + scale])
+
+
 def test_noise_has_the_configured_standard_deviation():
     flat = np.full((128, 128, 3), 128, np.uint8)
     noisy = _op("noise", train=False, noise=dict(eval_sigma=5.0))(flat, np.random.default_rng(0))

@@ -3,6 +3,7 @@ NaN guard and user errors. Tiny models and patches keep every compile small."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from kdjax import checkpoints, parallel, train
+from kdjax import checkpoints, evaluation, parallel, train
 from kdjax import config as config_lib
 from kdjax import data
 from kdjax import train_state as train_state_lib
@@ -164,6 +165,13 @@ def test_distillation_keeps_the_teacher_frozen_and_out_of_student_checkpoints(tm
     saved = checkpoints.load_config(tmp_path / "student")
     assert saved.teacher.model.name == "swin_tiny"
 
+    # Evaluating the workdir afterwards reproduces the run's own final evaluation.
+    eval_folder = student_config.data.eval_source.paths[0]
+    evaluated = evaluation.evaluate_workdir(tmp_path / "student", eval_dirs=[eval_folder])
+    assert evaluated[Path(eval_folder).name]["model"]["psnr_y"] == pytest.approx(
+        report["results"]["model"]["psnr_y"], abs=1e-4
+    )
+
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     config = tiny_config(tmp_path, steps=8)
@@ -208,3 +216,19 @@ def test_launch_rejects_a_misspelt_config_key(tmp_path):
     )
     assert result.returncode != 0
     assert "num_stepz" in result.stderr
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
+    config = tiny_config(tmp_path, steps=8)
+    config.checkpoint.every_steps = 100  # only the preemption save can write step 2
+
+    def preempt(step, batch):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return batch
+
+    previous_handler = signal.getsignal(signal.SIGTERM)
+    report = train.train_and_evaluate(config, tmp_path / "run", devices=jax.devices()[:1], batch_hook=preempt)
+    assert report["step"] == 2
+    assert checkpoints.make_manager(tmp_path / "run", read_only=True).latest_step() == 2
+    assert signal.getsignal(signal.SIGTERM) is previous_handler
