@@ -97,14 +97,11 @@ def evaluate(
     return {name: {k: v / count for k, v in row.items()} for name, row in totals.items()}, kept
 
 
-def write_grid(path: Path, kept: list[dict[str, np.ndarray]], columns: list[str]) -> None:
-    """One row per image: the named columns (e.g. input | teacher | student | ground truth)."""
-    labels = {"target": "ground truth"}
-    rows = [[example[column] for column in columns] for example in kept]
-    grid = images.image_grid(rows, [labels.get(c, c) for c in columns])
-    images.write_image(path, grid)
-
-
+def write_grid(path: Path, kept: list[dict[str, np.ndarray]], columns: Mapping[str, str]) -> None:
+    """One row per image; ``columns`` maps a kept image key to its column label
+    (e.g. input | teacher | student | ground truth)."""
+    rows = [[example[key] for key in columns] for example in kept]
+    images.write_image(path, images.image_grid(rows, list(columns.values())))
 
 
 def evaluate_workdir(

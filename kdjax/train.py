@@ -32,7 +32,7 @@ from kdjax import checkpoints, data, losses, parallel
 from kdjax import config as config_lib
 from kdjax import train_state as train_state_lib
 from kdjax.evaluation import evaluate, make_predict_fn, to_unit_float, write_grid
-from kdjax.models import build_model
+from kdjax.models import TEACHER_NAMES, build_model
 from kdjax.train_state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -317,6 +317,7 @@ def train_and_evaluate(
     )
 
     writer = SummaryWriter(str(workdir / "tensorboard")) if is_chief else None
+    model_role = "teacher" if config.model.name in TEACHER_NAMES else "student"
 
     def run_eval(step: int) -> dict[str, Any]:
         local_params = jax.tree.map(lambda a: a.addressable_data(0), state.ema_params["model"])
@@ -338,7 +339,11 @@ def train_and_evaluate(
             for name, row in results.items():
                 for key, value in row.items():
                     writer.add_scalar(f"eval/{name}/{key}", value, step)
-            columns = ["input"] + (["teacher"] if "teacher" in results else []) + ["model", "target"]
+            columns = {"input": "input"}
+            if "teacher" in results:
+                columns["teacher"] = f"teacher ({config.teacher.model.name})"
+            columns["model"] = f"{model_role} ({config.model.name})"
+            columns["target"] = "ground truth"
             write_grid(workdir / "grids" / f"step_{step:07d}.png", kept, columns)
         return results
 

@@ -232,3 +232,20 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     assert report["step"] == 2
     assert checkpoints.make_manager(tmp_path / "run", read_only=True).latest_step() == 2
     assert signal.getsignal(signal.SIGTERM) is previous_handler
+
+
+def test_precomputed_teacher_outputs_train_like_the_teacher_in_the_step(tmp_path):
+    teacher_config = tiny_config(tmp_path, model=model_config("swin_tiny", **TINY_TEACHER), steps=2)
+    train.train_and_evaluate(teacher_config, tmp_path / "teacher", devices=jax.devices()[:1])
+    final_params = {}
+    for precompute in (False, True):
+        config = tiny_config(tmp_path, steps=2)
+        config.teacher.workdir = str(tmp_path / "teacher")
+        config.loss.output_kd_weight = 1.0
+        config.loss.precompute_teacher = precompute
+        config.loss.precompute_batches = 2
+        workdir = tmp_path / f"student_precompute_{precompute}"
+        train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+        final_params[precompute] = _raw_params(workdir, 2)["params"]
+    for a, b in zip(jax.tree.leaves(final_params[False]), jax.tree.leaves(final_params[True])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
