@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from kdjax import images, metrics
 
@@ -37,6 +38,7 @@ def make_predict_fn(model) -> Callable[[Any, jax.Array], jax.Array]:
     return predict
 
 
+@functools.partial(jax.jit, static_argnames="crop_border")
 def _example_metrics(prediction: jax.Array, target: jax.Array, crop_border: int) -> dict[str, jax.Array]:
     """PSNR/SSIM on RGB and on Y of an 8-bit-quantized prediction (published convention)."""
     pred = metrics.quantize(prediction)
@@ -67,7 +69,6 @@ def evaluate(
     Returns:
       ``({"input": {...}, name: {...}}, kept)``, metric means per row.
     """
-    example_metrics = jax.jit(_example_metrics, static_argnames="crop_border")
     totals: dict[str, dict[str, float]] = {}
     kept = []
     count = 0
@@ -76,7 +77,7 @@ def evaluate(
         outputs = {"input": to_unit_float(jnp.asarray(example["input"][None]))}
         outputs.update({name: fn(example["input"][None]) for name, fn in predictors.items()})
         for name, output in outputs.items():
-            values = jax.device_get(example_metrics(output, target, crop_border=crop_border))
+            values = jax.device_get(_example_metrics(output, target, crop_border=crop_border))
             row = totals.setdefault(name, {})
             for key, value in values.items():
                 row[key] = row.get(key, 0.0) + float(np.mean(value))
@@ -102,6 +103,76 @@ def write_grid(path: Path, kept: list[dict[str, np.ndarray]], columns: Mapping[s
     (e.g. input | teacher | student | ground truth)."""
     rows = [[example[key] for key in columns] for example in kept]
     images.write_image(path, images.image_grid(rows, list(columns.values())))
+
+
+class Evaluator:
+    """Periodic evaluation of a training run on its validation images.
+
+    The degraded input and the frozen teacher (if any) are measured once; the
+    model is measured at every call. Each call logs PSNR/SSIM, writes them to
+    TensorBoard and writes a grid input | teacher | model | ground truth.
+    Evaluation runs on this host's first local device, independently of the
+    training mesh: validation images differ in size and are not worth sharding.
+    """
+
+    def __init__(
+        self,
+        config,
+        model,
+        *,
+        teacher=None,
+        teacher_params=None,
+        writer=None,
+        grid_dir: Path | None = None,
+    ):
+        from kdjax import data
+        from kdjax.models import TEACHER_NAMES
+
+        self._crop_border = config.eval.crop_border
+        self._num_keep = config.eval.num_grid_images
+        self._examples = list(data.make_eval_dataset(config.data))
+        self._predict = jax.jit(make_predict_fn(model))
+        self._device = jax.local_devices()[0]
+        self._writer = writer
+        self._grid_dir = grid_dir
+        fixed = {}
+        self._columns = {"input": "input"}
+        if teacher is not None:
+            teacher_predict = jax.jit(make_predict_fn(teacher))
+            fixed["teacher"] = functools.partial(teacher_predict, _local_copy(teacher_params, self._device))
+            self._columns["teacher"] = f"teacher ({config.teacher.model.name})"
+        role = "teacher" if config.model.name in TEACHER_NAMES else "student"
+        self._columns["model"] = f"{role} ({config.model.name})"
+        self._columns["target"] = "ground truth"
+        self._fixed_results, self._fixed_kept = evaluate(
+            fixed, self._examples, crop_border=self._crop_border, num_keep=self._num_keep
+        )
+
+    def __call__(self, step: int, params) -> dict[str, dict[str, float]]:
+        """Evaluates ``params`` (replicated over the mesh, or on one device) at ``step``."""
+        predict = functools.partial(self._predict, _local_copy(params, self._device))
+        results, kept = evaluate(
+            {"model": predict}, self._examples, crop_border=self._crop_border, num_keep=self._num_keep
+        )
+        results.update(self._fixed_results)
+        summary = ", ".join(
+            f"{name} {row['psnr_y']:.2f} dB/{row['ssim_y']:.4f}" for name, row in results.items()
+        )
+        logging.info("eval @ step %d (PSNR/SSIM on Y): %s", step, summary)
+        if self._writer is not None:
+            for name, row in results.items():
+                for key, value in row.items():
+                    self._writer.add_scalar(f"eval/{name}/{key}", value, step)
+        if self._grid_dir is not None and kept:
+            for example, fixed in zip(kept, self._fixed_kept):
+                example.update({k: v for k, v in fixed.items() if k not in example})
+            write_grid(self._grid_dir / f"step_{step:07d}.png", kept, self._columns)
+        return results
+
+
+def _local_copy(params, device: jax.Device):
+    """This host's copy of (possibly multi-host replicated) parameters, on ``device``."""
+    return jax.device_put(jax.tree.map(lambda a: a.addressable_data(0), params), device)
 
 
 def evaluate_workdir(

@@ -10,7 +10,6 @@ preemption handling.
 
 from __future__ import annotations
 
-import functools
 import json
 import signal
 import threading
@@ -31,8 +30,8 @@ from tensorboardX import SummaryWriter
 from kdjax import checkpoints, data, losses, parallel
 from kdjax import config as config_lib
 from kdjax import train_state as train_state_lib
-from kdjax.evaluation import evaluate, make_predict_fn, to_unit_float, write_grid
-from kdjax.models import TEACHER_NAMES, build_model
+from kdjax.evaluation import Evaluator, make_predict_fn, to_unit_float
+from kdjax.models import build_model
 from kdjax.train_state import TrainState
 
 Batch = Mapping[str, jax.Array]
@@ -288,64 +287,27 @@ def train_and_evaluate(
 
     precomputed = None
     if config.loss.precompute_teacher and teacher is not None:
-        precomputed = _precomputed_batches(
-            config, iter(data.make_train_dataset(config.data, global_batch_size=config.batch_size, seed=config.seed)),
-            teacher, teacher_params, mesh,
-        )
-        teacher = None  # the step reads batch["teacher_output"] instead
+        # The same batches the data iterator yields from step 0, with the
+        # teacher's outputs; the step then reads batch["teacher_output"].
+        fresh_iter = iter(data.make_train_dataset(config.data, global_batch_size=config.batch_size, seed=config.seed))
+        precomputed = _precomputed_batches(config, fresh_iter, teacher, teacher_params, mesh)
+        fresh_iter.close()
 
     train_step = jax.jit(
-        make_train_step(config, model, tx, teacher, adapters),
+        make_train_step(config, model, tx, None if precomputed else teacher, adapters),
         donate_argnums=(0,),
         out_shardings=(replicated, replicated),
     )
 
-    # Evaluation runs on each host's first local device, independently of the
-    # mesh: eval images differ in size and are not worth sharding.
-    eval_device = jax.local_devices()[0]
-    eval_examples = list(data.make_eval_dataset(config.data))
-    model_predict = jax.jit(make_predict_fn(model))
-    predictors_fixed = {}
-    if config.teacher.workdir:
-        local_teacher_params = jax.tree.map(lambda a: a.addressable_data(0), teacher_params)
-        teacher_model = build_model(config.teacher.model)
-        teacher_predict = jax.jit(make_predict_fn(teacher_model))
-        predictors_fixed["teacher"] = functools.partial(teacher_predict, local_teacher_params)
-    fixed_results, fixed_kept = evaluate(
-        predictors_fixed, eval_examples, crop_border=config.eval.crop_border,
-        num_keep=config.eval.num_grid_images,
-    )
-
     writer = SummaryWriter(str(workdir / "tensorboard")) if is_chief else None
-    model_role = "teacher" if config.model.name in TEACHER_NAMES else "student"
-
-    def run_eval(step: int) -> dict[str, Any]:
-        local_params = jax.tree.map(lambda a: a.addressable_data(0), state.ema_params["model"])
-        local_params = jax.device_put(local_params, eval_device)
-        results, kept = evaluate(
-            {"model": functools.partial(model_predict, local_params)},
-            eval_examples,
-            crop_border=config.eval.crop_border,
-            num_keep=config.eval.num_grid_images,
-        )
-        results.update(fixed_results)
-        for example, fixed in zip(kept, fixed_kept):
-            example.update({k: v for k, v in fixed.items() if k not in example})
-        summary = ", ".join(
-            f"{name} {row['psnr_y']:.2f} dB/{row['ssim_y']:.4f}" for name, row in results.items()
-        )
-        logging.info("eval @ step %d (PSNR/SSIM on Y): %s", step, summary)
-        if is_chief:
-            for name, row in results.items():
-                for key, value in row.items():
-                    writer.add_scalar(f"eval/{name}/{key}", value, step)
-            columns = {"input": "input"}
-            if "teacher" in results:
-                columns["teacher"] = f"teacher ({config.teacher.model.name})"
-            columns["model"] = f"{model_role} ({config.model.name})"
-            columns["target"] = "ground truth"
-            write_grid(workdir / "grids" / f"step_{step:07d}.png", kept, columns)
-        return results
+    evaluator = Evaluator(
+        config,
+        model,
+        teacher=teacher,
+        teacher_params=teacher_params,
+        writer=writer,
+        grid_dir=workdir / "grids" if is_chief else None,
+    )
 
     def save_checkpoint(step: int, eval_results: dict[str, Any] | None) -> None:
         checkpoints.save(
@@ -417,7 +379,7 @@ def train_and_evaluate(
             eval_results = None
             if step % config.eval.every_steps == 0 or is_last:
                 check_finite(step_metrics, step)
-                eval_results = last_results = run_eval(step)
+                eval_results = last_results = evaluator(step, state.ema_params["model"])
             if step % config.checkpoint.every_steps == 0 or is_last or stop:
                 check_finite(step_metrics, step)
                 save_checkpoint(step, eval_results)
@@ -431,7 +393,7 @@ def train_and_evaluate(
     if writer is not None:
         writer.close()
     if last_results is None:
-        last_results = run_eval(step)
+        last_results = evaluator(step, state.ema_params["model"])
     report = {"step": step, "results": last_results}
     if is_chief:
         (workdir / "eval_results.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -13,7 +13,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import portpicker
-import pytest
 
 from kdjax import checkpoints, train
 from test_train import tiny_config
