@@ -168,6 +168,23 @@ class PlainCNN(nn.Module):
         return _output(add_global_residual(x, residual), features, return_features)
 
 
+def _residual_trunk(
+    x: jax.Array, width: int, num_blocks: int, out_channels: int, dtype: Any, return_features: bool
+) -> tuple[jax.Array, Features]:
+    """3x3 head to `width`, residual blocks "block_{i}", zero-initialised 3x3 "conv_last".
+
+    Called from a parent's `nn.compact` method, so the layers are the parent's own.
+    """
+    y = nn.Conv(width, (3, 3), dtype=dtype, name="head")(x)
+    features = {}
+    for index in range(num_blocks):
+        y = ResidualBlock(dtype=dtype, name=f"block_{index}")(y)
+        if return_features:
+            features[f"block_{index}"] = y
+    y = nn.Conv(out_channels, (3, 3), dtype=dtype, kernel_init=_zeros, name="conv_last")(y)
+    return y, features
+
+
 class ResidualCNN(nn.Module):
     """Full-resolution residual CNN: 3x3 head to `width`, `num_blocks` residual blocks, 3x3 tail."""
 
@@ -184,13 +201,9 @@ class ResidualCNN(nn.Module):
         self, x: jax.Array, *, train: bool = False, return_features: bool = False
     ) -> jax.Array | tuple[jax.Array, Features]:
         del train  # No train-time behaviour.
-        y = nn.Conv(self.width, (3, 3), dtype=self.dtype, name="head")(x.astype(self.dtype))
-        features = {}
-        for index in range(self.num_blocks):
-            y = ResidualBlock(dtype=self.dtype, name=f"block_{index}")(y)
-            if return_features:
-                features[f"block_{index}"] = y
-        residual = nn.Conv(3, (3, 3), dtype=self.dtype, kernel_init=_zeros, name="conv_last")(y)
+        residual, features = _residual_trunk(
+            x.astype(self.dtype), self.width, self.num_blocks, 3, self.dtype, return_features
+        )
         return _output(add_global_residual(x, residual), features, return_features)
 
 
@@ -255,13 +268,7 @@ class RealtimeCNN(nn.Module):
         del train  # No train-time behaviour.
         factor = self.shuffle_factor
         low = pixel_unshuffle(pad_to_multiple(x, factor).astype(self.dtype), factor)
-        y = nn.Conv(self.width, (3, 3), dtype=self.dtype, name="head")(low)
-        features = {}
-        for index in range(self.num_blocks):
-            y = ResidualBlock(dtype=self.dtype, name=f"block_{index}")(y)
-            if return_features:
-                features[f"block_{index}"] = y
-        y = nn.Conv(
-            3 * factor**2, (3, 3), dtype=self.dtype, kernel_init=_zeros, name="conv_last"
-        )(y)
+        y, features = _residual_trunk(
+            low, self.width, self.num_blocks, 3 * factor**2, self.dtype, return_features
+        )
         return _output(add_global_residual(x, pixel_shuffle(y, factor)), features, return_features)
