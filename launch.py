@@ -37,7 +37,9 @@ _EVAL_DIR = flags.DEFINE_multi_string(
 )
 _INPUT = flags.DEFINE_string("input", None, "sharpen: an image file or a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "sharpen: output file (for a file) or folder.")
-_TILE = flags.DEFINE_integer("tile", 512, "sharpen: tile size in pixels; 0 runs whole images.")
+_TILE = flags.DEFINE_string(
+    "tile", "auto", "sharpen: tile size in pixels, 0 for whole images, or 'auto' (whole images when they fit in memory)."
+)
 _OVERLAP = flags.DEFINE_integer("overlap", 32, "sharpen: overlap between tiles in pixels.")
 _SELF_ENSEMBLE = flags.DEFINE_bool("self_ensemble", False, "sharpen: average the 8 flips/rotations (8x slower).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "sharpen: replace existing output files (inputs never).")
@@ -70,10 +72,13 @@ def _sharpen() -> None:
 
     if not _INPUT.value or not _OUTPUT.value:
         raise app.UsageError("--mode=sharpen needs --input and --output.")
+    if _TILE.value != "auto" and not _TILE.value.isdigit():
+        raise app.UsageError(f"--tile={_TILE.value} must be a number of pixels, 0 or 'auto'.")
+    tile = _TILE.value if _TILE.value == "auto" else (int(_TILE.value) or None)
     sharpener = kdjax.load(
         _WORKDIR.value,
         which=_WHICH.value,
-        tile=_TILE.value or None,
+        tile=tile,
         overlap=_OVERLAP.value,
         self_ensemble=_SELF_ENSEMBLE.value,
     )
@@ -81,14 +86,18 @@ def _sharpen() -> None:
 
 
 class _QuietLibraries(std_logging.Filter):
-    """Keeps Orbax's and Grain's per-save INFO chatter out of the training log."""
+    """Keeps Orbax's and Grain's per-save INFO chatter out of the training log.
+
+    Also Orbax's warning that a checkpoint has no metrics: checkpoints between
+    evaluations have none by design, and the best-checkpoint policy ignores them.
+    """
 
     NOISY = ("/orbax/", "/grain/")
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return record.levelno >= std_logging.WARNING or not any(
-            part in record.pathname for part in self.NOISY
-        )
+        if not any(part in record.pathname for part in self.NOISY):
+            return True
+        return record.levelno >= std_logging.WARNING and "did not provide metrics" not in record.getMessage()
 
 
 def main(argv: list[str]) -> None:
@@ -100,7 +109,6 @@ def main(argv: list[str]) -> None:
         {"train": _train, "evaluate": _evaluate, "sharpen": _sharpen}[_MODE.value]()
     except (ValueError, FileNotFoundError, PermissionError) as error:
         # User-facing errors are single sentences; a traceback would bury them.
-        logging.error("%s", error)
         sys.exit(f"error: {error}")
 
 

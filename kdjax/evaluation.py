@@ -98,10 +98,25 @@ def evaluate(
     return {name: {k: v / count for k, v in row.items()} for name, row in totals.items()}, kept
 
 
+# Each grid image is followed by a zoomed centre crop, where sharpening is visible.
+GRID_ZOOM_CROP = 96
+GRID_ZOOM_FACTOR = 3
+
+
+def _zoomed_centre(image: np.ndarray) -> np.ndarray:
+    side = min(GRID_ZOOM_CROP, *image.shape[:2])
+    top, left = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
+    crop = image[top : top + side, left : left + side]
+    return np.repeat(np.repeat(crop, GRID_ZOOM_FACTOR, axis=0), GRID_ZOOM_FACTOR, axis=1)
+
+
 def write_grid(path: Path, kept: list[dict[str, np.ndarray]], columns: Mapping[str, str]) -> None:
-    """One row per image; ``columns`` maps a kept image key to its column label
-    (e.g. input | teacher | student | ground truth)."""
-    rows = [[example[key] for key in columns] for example in kept]
+    """Two rows per image, whole and a zoomed centre crop; ``columns`` maps a kept image key
+    to its column label (e.g. input | teacher | student | ground truth)."""
+    rows = []
+    for example in kept:
+        row = [example[key] for key in columns]
+        rows += [row, [_zoomed_centre(image) for image in row]]
     images.write_image(path, images.image_grid(rows, list(columns.values())))
 
 

@@ -25,7 +25,8 @@ How an image is predicted (all inside one jitted function per input shape and se
    predictions mapped back and averaged.
 6. Crop, clip to [0, 1], round to uint8.
 
-`tile=None` (or an image no larger than a tile) runs whole images.
+`tile=None` (or an image no larger than a tile) runs whole images; `tile="auto"` (the default)
+runs whole images when XLA plans little enough scratch memory for them, else tiles.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ from kdjax.models.teacher import SwinIR
 logger = logging.getLogger(__name__)
 
 ApplyFn = Callable[[Any, jax.Array], jax.Array]
+
+# `tile="auto"` runs whole images when XLA plans at most this much scratch memory for them,
+# else tiles of this size.
+AUTO_TILE = 512
+DEFAULT_MEMORY_BUDGET_MIB = 2048
 
 # Pixels per jitted call in `sharpen_batch` (frames x H x W): about four 1080p frames, so the
 # image-sized buffers stay a few hundred MB whatever the number of frames passed.
@@ -274,13 +280,16 @@ class Sharpener:
     Attributes:
       model: the Flax module (`__call__(x, *, train=False)`).
       params: its parameters (the `"params"` collection), on the default device.
-      tile: largest tile side in pixels (tiles are shrunk to share each axis evenly), or None
-        for whole images.
+      tile: largest tile side in pixels (tiles are shrunk to share each axis evenly), None
+        for whole images, or "auto": whole images when XLA plans at most
+        `memory_budget_mib` of scratch memory for them (the CNN students at 1080p, where
+        whole frames are faster), else tiles of `AUTO_TILE` (the Swin teachers).
       overlap: least number of pixels shared by neighbouring tiles, at most tile / 2; conv
         models whose receptive-field radius is at most overlap / 4 give exactly their untiled
         output.
       tile_batch: tiles (or whole frames) per model call; bounds activation memory.
       self_ensemble: average over the 8 flips/rotations (8x slower, usually a little better).
+      memory_budget_mib: the scratch memory `tile="auto"` allows a whole-image call.
       trace_count: how many times the prediction function has been traced (compiled).
     """
 
@@ -289,10 +298,11 @@ class Sharpener:
         model: nn.Module,
         params: Any,
         *,
-        tile: int | None = 512,
+        tile: int | str | None = "auto",
         overlap: int = 32,
         tile_batch: int = 4,
         self_ensemble: bool = False,
+        memory_budget_mib: float = DEFAULT_MEMORY_BUDGET_MIB,
     ):
         self.model = model
         self.params = jax.device_put(params)
@@ -300,15 +310,22 @@ class Sharpener:
         self.overlap = overlap
         self.tile_batch = tile_batch
         self.self_ensemble = self_ensemble
+        self.memory_budget_mib = memory_budget_mib
         self.multiple = size_multiple(model)
         self.trace_count = 0
         self._compiled: dict[tuple, jax.stages.Compiled] = {}
         self._check_settings()
 
     def _check_settings(self) -> None:
-        if self.tile is not None and self.tile < 1:
-            raise ValueError(f"tile={self.tile} must be a positive number of pixels, or None for whole images.")
-        if self.overlap < 0 or (self.tile is not None and 2 * self.overlap > self.tile):
+        if self.tile == "auto":
+            tile = AUTO_TILE
+        elif self.tile is None or (isinstance(self.tile, int) and self.tile >= 1):
+            tile = self.tile
+        else:
+            raise ValueError(
+                f"tile={self.tile!r} must be a positive number of pixels, None for whole images, or 'auto'."
+            )
+        if self.overlap < 0 or (tile is not None and 2 * self.overlap > tile):
             raise ValueError(f"overlap={self.overlap} must be >= 0 and at most half of tile={self.tile}.")
         if self.tile_batch < 1:
             raise ValueError(f"tile_batch={self.tile_batch} must be at least 1.")
@@ -326,14 +343,23 @@ class Sharpener:
         Exposed for benchmarks (`memory_analysis()`, `cost_analysis()`).
         """
         self._check_settings()
-        settings = dict(
-            tile=self.tile, overlap=self.overlap, tile_batch=self.tile_batch, self_ensemble=self.self_ensemble
-        )
-        key = (tuple(shape), *settings.values())
+        key = (tuple(shape), self.tile, self.overlap, self.tile_batch, self.self_ensemble, self.memory_budget_mib)
         if key not in self._compiled:
-            fn = jax.jit(functools.partial(self._sharpen_uint8, settings=settings))
-            self._compiled[key] = fn.lower(self.params, jax.ShapeDtypeStruct(tuple(shape), jnp.uint8)).compile()
+            if self.tile == "auto":
+                compiled = self._compile(shape, tile=None)
+                if _scratch_mib(compiled) > self.memory_budget_mib:
+                    compiled = self._compile(shape, tile=AUTO_TILE)
+            else:
+                compiled = self._compile(shape, tile=self.tile)
+            self._compiled[key] = compiled
         return self._compiled[key]
+
+    def _compile(self, shape: Sequence[int], tile: int | None) -> jax.stages.Compiled:
+        settings = dict(
+            tile=tile, overlap=self.overlap, tile_batch=self.tile_batch, self_ensemble=self.self_ensemble
+        )
+        fn = jax.jit(functools.partial(self._sharpen_uint8, settings=settings))
+        return fn.lower(self.params, jax.ShapeDtypeStruct(tuple(shape), jnp.uint8)).compile()
 
     def _dispatch(self, frames: np.ndarray) -> jax.Array:
         return self.compiled(frames.shape)(self.params, frames)
@@ -384,6 +410,12 @@ class Sharpener:
         return results
 
 
+def _scratch_mib(compiled: jax.stages.Compiled) -> float:
+    """XLA's planned scratch memory; infinite where the backend does not report it."""
+    memory = compiled.memory_analysis()
+    return float("inf") if memory is None else memory.temp_size_in_bytes / 2**20
+
+
 def _store(results: list, indices: list[int], outputs: jax.Array) -> None:
     for index, output in zip(indices, np.asarray(outputs)):
         results[index] = output
@@ -394,10 +426,11 @@ def load(
     *,
     which: str = "best",
     ema: bool = True,
-    tile: int | None = 512,
+    tile: int | str | None = "auto",
     overlap: int = 32,
     tile_batch: int = 4,
     self_ensemble: bool = False,
+    memory_budget_mib: float = DEFAULT_MEMORY_BUDGET_MIB,
 ) -> Sharpener:
     """A `Sharpener` for the model trained in `workdir` (the student of a distillation run).
 
@@ -405,7 +438,7 @@ def load(
       workdir: a training workdir (`config.json` and `checkpoints/`).
       which: `"best"` (highest validation PSNR) or `"latest"` checkpoint.
       ema: use the exponential moving average of the parameters when the run kept one.
-      tile, overlap, tile_batch, self_ensemble: see `Sharpener`.
+      tile, overlap, tile_batch, self_ensemble, memory_budget_mib: see `Sharpener`.
     """
     config, params = checkpoints.restore_params(workdir, which=which, ema=ema)
     return Sharpener(
@@ -415,6 +448,7 @@ def load(
         overlap=overlap,
         tile_batch=tile_batch,
         self_ensemble=self_ensemble,
+        memory_budget_mib=memory_budget_mib,
     )
 
 

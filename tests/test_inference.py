@@ -238,6 +238,23 @@ def test_same_shape_compiles_once_and_batches_match_single_images():
         sharpener.sharpen_batch(frames[0])
 
 
+def test_auto_tile_runs_whole_images_only_within_the_memory_budget(monkeypatch):
+    model, params = _residual()
+    monkeypatch.setattr(inference, "AUTO_TILE", 32)
+    frame = np.random.default_rng(2).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    roomy = inference.Sharpener(model, params, overlap=8, memory_budget_mib=1e6)
+    roomy.sharpen(frame)
+    assert roomy.trace_count == 1  # the whole-image function fits: used as is
+    tight = inference.Sharpener(model, params, overlap=8, memory_budget_mib=0)
+    tight_out = tight.sharpen(frame)
+    assert tight.trace_count == 2  # whole image planned, over budget, then tiles of 32
+    tiled = inference.Sharpener(model, params, tile=32, overlap=8)
+    np.testing.assert_array_equal(tight_out, tiled.sharpen(frame))
+    assert tight.compiled((1, 64, 96, 3)).memory_analysis().temp_size_in_bytes < (
+        roomy.compiled((1, 64, 96, 3)).memory_analysis().temp_size_in_bytes
+    )
+
+
 def test_invalid_settings_are_rejected():
     model, params = _residual()
     with pytest.raises(ValueError, match="overlap=40"):
