@@ -132,6 +132,7 @@ def test_resume_after_kill_gives_the_same_parameters(tmp_path):
     for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(a, b)
     assert (tmp_path / "resumed" / "grids" / "step_0000006.png").is_file()
+    assert list((tmp_path / "resumed" / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((tmp_path / "resumed" / "eval_results.json").read_text())["step"] == 6
 
 
@@ -249,3 +250,22 @@ def test_precomputed_teacher_outputs_train_like_the_teacher_in_the_step(tmp_path
         final_params[precompute] = _raw_params(workdir, 2)["params"]
     for a, b in zip(jax.tree.leaves(final_params[False]), jax.tree.leaves(final_params[True])):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_compute_trains_with_float32_parameters(tmp_path):
+    config = tiny_config(tmp_path)
+    config.model = model_config("realtime", dtype="bfloat16", **TINY_STUDENT)
+    config.loss.pixel = "mse"
+    model = build_model(config.model)
+    tx = train_state_lib.make_optimizer(config)
+    state = train_state_lib.create_train_state(
+        train_state_lib.init_params(config, model, jax.random.key(0)), tx
+    )
+    step = jax.jit(train.make_train_step(config, model, tx))
+    batch = _random_batch(config.batch_size, config.data.patch_size)
+    losses = []
+    for _ in range(5):
+        state, metrics = step(state, batch, jax.random.key(1))
+        losses.append(float(metrics["loss"]))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
+    assert bool(metrics["finite"]) and losses[-1] < losses[0]
