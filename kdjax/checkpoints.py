@@ -17,6 +17,7 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers
 
 from kdjax import train_state as train_state_lib
@@ -155,6 +156,11 @@ def restore_params(
     config = load_config(workdir)
     manager = make_manager(workdir, read_only=True)
     step = manager.best_step() if which == "best" else manager.latest_step()
+    if step is None and which == "best" and manager.latest_step() is not None:
+        # No checkpoint was saved with validation metrics (e.g. the run stopped
+        # before its first evaluation): the latest is the best we know.
+        step = manager.latest_step()
+        logging.warning("No evaluated checkpoint in %s; using the latest, step %d.", workdir, step)
     if step is None:
         raise FileNotFoundError(
             f"No checkpoint found in {Path(workdir) / CHECKPOINT_DIR}; train first with "

@@ -233,6 +233,9 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     assert report["step"] == 2
     assert checkpoints.make_manager(tmp_path / "run", read_only=True).latest_step() == 2
     assert signal.getsignal(signal.SIGTERM) is previous_handler
+    # That checkpoint was saved without validation metrics: "best" falls back to it.
+    _, params = checkpoints.restore_params(tmp_path / "run", which="best")
+    assert jax.tree.leaves(params)
 
 
 def test_precomputed_teacher_outputs_train_like_the_teacher_in_the_step(tmp_path):
