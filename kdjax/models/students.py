@@ -185,8 +185,8 @@ def _residual_trunk(
     return y, features
 
 
-class ResidualCNN(nn.Module):
-    """Full-resolution residual CNN: 3x3 head to `width`, `num_blocks` residual blocks, 3x3 tail."""
+class _BlockStudent(nn.Module):
+    """Fields of the students made of `num_blocks` blocks of `width` channels."""
 
     width: int = 32
     num_blocks: int = 4
@@ -195,6 +195,10 @@ class ResidualCNN(nn.Module):
     @property
     def feature_names(self) -> tuple[str, ...]:
         return _block_names(self.num_blocks)
+
+
+class ResidualCNN(_BlockStudent):
+    """Full-resolution residual CNN: 3x3 head to `width`, `num_blocks` residual blocks, 3x3 tail."""
 
     @nn.compact
     def __call__(
@@ -207,7 +211,7 @@ class ResidualCNN(nn.Module):
         return _output(add_global_residual(x, residual), features, return_features)
 
 
-class SeparableUNet(nn.Module):
+class SeparableUNet(_BlockStudent):
     """Depthwise-separable encoder-decoder with one downsampling and one upsampling.
 
     3x3 conv to `width` at full resolution; a stride-2 separable conv to 2*width;
@@ -215,14 +219,6 @@ class SeparableUNet(nn.Module):
     pixel-shuffled back to `width` at full resolution, plus the full-resolution encoder
     features (U-Net skip); a separable conv and a 3x3 conv to RGB.
     """
-
-    width: int = 32
-    num_blocks: int = 4
-    dtype: Any = jnp.float32
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return _block_names(self.num_blocks)
 
     @nn.compact
     def __call__(
@@ -245,7 +241,7 @@ class SeparableUNet(nn.Module):
         return _output(add_global_residual(x, residual), features, return_features)
 
 
-class RealtimeCNN(nn.Module):
+class RealtimeCNN(_BlockStudent):
     """Real-time student: all convolutions run at 1/`shuffle_factor` resolution.
 
     pixel-unshuffle, 3x3 conv to `width`, `num_blocks` residual blocks, 3x3 conv to
@@ -255,11 +251,6 @@ class RealtimeCNN(nn.Module):
     width: int = 28
     num_blocks: int = 3
     shuffle_factor: int = 4
-    dtype: Any = jnp.float32
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return _block_names(self.num_blocks)
 
     @nn.compact
     def __call__(
