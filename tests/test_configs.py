@@ -1,0 +1,53 @@
+"""Every committed config loads through ml_collections' config flags and validates."""
+
+from pathlib import Path
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from kdjax import config as config_lib
+from kdjax import suite
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+RUN_CONFIGS = [
+    "teacher.py:tiny", "teacher.py:light", "teacher.py:base",
+    "distill.py:both", "distill.py:output", "distill.py:feature", "distill.py:affinity", "distill.py:none",
+    "student_only.py",
+]
+
+
+def _load(spec: str):
+    """Loads a config the way launch.py does (a `file.py:variant` string)."""
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values)
+    flag_values(["test", f"--config={CONFIGS / spec}"])
+    return flag_values.config
+
+
+@pytest.mark.parametrize("spec", RUN_CONFIGS)
+def test_run_configs_validate(spec):
+    config = _load(spec)
+    config_lib.validate(config)
+    assert config.model.name
+
+
+def test_student_only_is_distill_without_any_teacher():
+    baseline, distilled = _load("student_only.py"), _load("distill.py:both")
+    assert baseline.loss.output_kd_weight == baseline.loss.feature_kd_weight == 0
+    assert not baseline.teacher.workdir
+    assert baseline.model == distilled.model and baseline.num_steps == distilled.num_steps
+
+
+def test_quickstart_suite_runs_validate_in_order():
+    quickstart = _load("quickstart.py")
+    assert suite.is_suite(quickstart)
+    assert list(quickstart.order) == ["teacher", "student_kd", "student_only"]
+    for name in quickstart.order:
+        config_lib.validate(quickstart.runs[name])
+    assert quickstart.runs.student_kd.teacher.workdir == "@teacher"
+
+
+def test_unknown_variant_is_one_clear_sentence():
+    with pytest.raises(flags.IllegalFlagValueError, match="Unknown teacher variant 'huge'; choose one of"):
+        _load("teacher.py:huge")
