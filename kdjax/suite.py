@@ -5,18 +5,28 @@ that order, each in ``WORKDIR/<name>``; a run whose ``teacher.workdir`` is
 ``"@<name>"`` distils from the earlier run of that name. The quickstart and the
 ablations are suites. Finished runs are not retrained (each run resumes from
 its checkpoints), so an interrupted suite picks up where it stopped.
+
+Optional keys: ``labels`` (run name -> table label), ``eval_dirs`` (image
+folders every trained model is also evaluated on, e.g. Set5 and Set14, with
+each run's evaluation degradation) and ``timing`` (``runs``: names of runs whose
+milliseconds per frame are measured on this machine, ``height``, ``width``,
+``repeats``).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
-from kdjax import train
+from kdjax import evaluation, inference, train
 from kdjax.models import build_model, count_params, gflops_per_frame
 from kdjax.models.summary import abstract_params
 
@@ -47,17 +57,48 @@ def _model_cost(model_config: ml_collections.ConfigDict) -> dict[str, float]:
     }
 
 
-def results_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of the rows produced by ``run_suite``."""
-    header = "| model | PSNR Y (dB) | SSIM Y | PSNR RGB (dB) | SSIM RGB | params | GFLOPs / 1080p frame |"
-    lines = [header, "|" + "---|" * 7]
+def ms_per_frame(workdir: Path, height: int, width: int, repeats: int) -> float:
+    """Median milliseconds to sharpen one random ``height`` x ``width`` frame (compiled, warm)."""
+    sharpener = inference.load(workdir)
+    frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    sharpener.sharpen(frame)  # compile and warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sharpener.sharpen(frame)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _set_names(rows: list[dict[str, Any]]) -> list[str]:
+    return list(rows[0].get("sets", {})) if rows else []
+
+
+def results_table(rows: list[dict[str, Any]], timing: str | None = None) -> str:
+    """A Markdown table of the rows produced by ``run_suite``.
+
+    Args:
+      rows: one row per model (and one for the degraded input).
+      timing: the column title of ``ms_per_frame`` (e.g. its frame size and device), or
+        None when nothing was timed.
+    """
+    sets = _set_names(rows)
+    header = ["model", "PSNR Y (dB)", "SSIM Y", "PSNR RGB (dB)", "SSIM RGB"]
+    header += [f"{name} {metric}" for name in sets for metric in ("PSNR Y (dB)", "SSIM Y")]
+    header += ["params", "GFLOPs / 1080p frame"] + ([timing] if timing else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        params = f"{row['params'] / 1e6:.3f} M" if row.get("params") is not None else "-"
-        gflops = f"{row['gflops_1080p']:.1f}" if row.get("gflops_1080p") is not None else "-"
-        lines.append(
-            f"| {row['label']} | {row['psnr_y']:.2f} | {row['ssim_y']:.4f} | "
-            f"{row['psnr_rgb']:.2f} | {row['ssim_rgb']:.4f} | {params} | {gflops} |"
-        )
+        cells = [
+            row["label"], f"{row['psnr_y']:.2f}", f"{row['ssim_y']:.4f}",
+            f"{row['psnr_rgb']:.2f}", f"{row['ssim_rgb']:.4f}",
+        ]
+        for name in sets:
+            cells += [f"{row['sets'][name]['psnr_y']:.2f}", f"{row['sets'][name]['ssim_y']:.4f}"]
+        cells.append(f"{row['params'] / 1e6:.3f} M" if row.get("params") is not None else "-")
+        cells.append(f"{row['gflops_1080p']:.1f}" if row.get("gflops_1080p") is not None else "-")
+        if timing:
+            cells.append(f"{row['ms_per_frame']:.1f}" if row.get("ms_per_frame") is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -65,10 +106,14 @@ def run_suite(config: ml_collections.ConfigDict, workdir: str | Path) -> list[di
     """Trains every run of the suite, then writes ``results.json`` and ``results.md``."""
     workdir = Path(workdir)
     missing = [name for name in config.order if name not in config.runs]
+    timing = config.get("timing")
+    if timing is not None:
+        missing += [name for name in timing.runs if name not in config.order]
     if missing:
         raise ValueError(
-            f"The suite's order names {missing}, which are not in its runs {sorted(config.runs)}."
+            f"The suite names runs {missing} that are not among the runs it trains, {list(config.order)}."
         )
+    eval_dirs = tuple(config.get("eval_dirs", ()))
     rows: list[dict[str, Any]] = []
     done: set[str] = set()
     for name in config.order:
@@ -77,14 +122,32 @@ def run_suite(config: ml_collections.ConfigDict, workdir: str | Path) -> list[di
         logging.info("Suite %s: run %r (%s).", workdir, name, run.model.name)
         report = train.train_and_evaluate(run, workdir / name)
         done.add(name)
+        extra = evaluation.evaluate_workdir(workdir / name, eval_dirs=eval_dirs) if eval_dirs else {}
         if not rows:
-            rows.append({"label": "input (degraded)", "run": None, **report["results"]["input"]})
+            rows.append(
+                {
+                    "label": "input (degraded)",
+                    "run": None,
+                    **report["results"]["input"],
+                    "sets": {set_name: result["input"] for set_name, result in extra.items()},
+                }
+            )
         label = config.labels.get(name, name) if "labels" in config else name
-        rows.append(
-            {"label": label, "run": name, **report["results"]["model"], **_model_cost(run.model)}
-        )
+        row = {
+            "label": label,
+            "run": name,
+            **report["results"]["model"],
+            "sets": {set_name: result["model"] for set_name, result in extra.items()},
+            **_model_cost(run.model),
+        }
+        if timing is not None and name in timing.runs:
+            row["ms_per_frame"] = ms_per_frame(workdir / name, timing.height, timing.width, timing.repeats)
+        rows.append(row)
     (workdir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    table = results_table(rows)
+    timing_title = (
+        f"ms / {timing.width}x{timing.height} frame ({jax.devices()[0].device_kind})" if timing is not None else None
+    )
+    table = results_table(rows, timing_title)
     (workdir / "results.md").write_text(table)
     print(table)
     return rows
