@@ -155,12 +155,13 @@ def restore_params(
         raise ValueError(f"which={which!r} is not understood; use 'best' or 'latest'.")
     config = load_config(workdir)
     manager = make_manager(workdir, read_only=True)
-    step = manager.best_step() if which == "best" else manager.latest_step()
-    if step is None and which == "best" and manager.latest_step() is not None:
-        # No checkpoint was saved with validation metrics (e.g. the run stopped
-        # before its first evaluation): the latest is the best we know.
+    step = manager.best_step() if which == "best" else None
+    if step is None:
         step = manager.latest_step()
-        logging.warning("No evaluated checkpoint in %s; using the latest, step %d.", workdir, step)
+        if which == "best" and step is not None:
+            # No checkpoint was saved with validation metrics (e.g. the run stopped
+            # before its first evaluation): the latest is the best we know.
+            logging.warning("No evaluated checkpoint in %s; using the latest, step %d.", workdir, step)
     if step is None:
         raise FileNotFoundError(
             f"No checkpoint found in {Path(workdir) / CHECKPOINT_DIR}; train first with "

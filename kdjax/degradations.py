@@ -187,47 +187,53 @@ class Op(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
-class GaussianBlur:
+class _KernelBlur:
+    """A blur by a ``kernel_size`` kernel drawn per example; subclasses draw the kernel."""
+
+    kernel_size: int
+    grid = 1
+
+    @property
+    def context(self) -> int:
+        return self.kernel_size // 2
+
+    def kernel(self, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return _filter(image, self.kernel(rng))
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianBlur(_KernelBlur):
     """Draws sigma_x; with probability ``anisotropic_prob`` also sigma_y and the angle, else isotropic.
 
     Evaluation uses one-point ranges and ``anisotropic_prob=1`` to pin the kernel.
     """
 
-    kernel_size: int
     sigma_x_range: tuple[float, float]
     sigma_y_range: tuple[float, float]
     angle_range: tuple[float, float]
     anisotropic_prob: float
-    grid = 1
 
-    @property
-    def context(self) -> int:
-        return self.kernel_size // 2
-
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def kernel(self, rng: np.random.Generator) -> np.ndarray:
         sigma_x = rng.uniform(*self.sigma_x_range)
         if rng.random() < self.anisotropic_prob:
             sigma_y, angle = rng.uniform(*self.sigma_y_range), rng.uniform(*self.angle_range)
         else:
             sigma_y, angle = sigma_x, 0.0
-        return _filter(image, gaussian_kernel(self.kernel_size, sigma_x, sigma_y, angle))
+        return gaussian_kernel(self.kernel_size, sigma_x, sigma_y, angle)
 
 
 @dataclasses.dataclass(frozen=True)
-class MotionBlur:
-    kernel_size: int
+class MotionBlur(_KernelBlur):
     length_range: tuple[float, float]
     angle_range: tuple[float, float]
-    grid = 1
 
-    @property
-    def context(self) -> int:
-        return self.kernel_size // 2
-
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def kernel(self, rng: np.random.Generator) -> np.ndarray:
         length = rng.uniform(*self.length_range)
         angle = rng.uniform(*self.angle_range)
-        return _filter(image, motion_kernel(self.kernel_size, length, angle))
+        return motion_kernel(self.kernel_size, length, angle)
 
 
 @dataclasses.dataclass(frozen=True)

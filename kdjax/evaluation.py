@@ -57,6 +57,7 @@ def evaluate(
     *,
     crop_border: int,
     num_keep: int = 0,
+    measure_input: bool = True,
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, np.ndarray]]]:
     """Mean PSNR/SSIM of the degraded input and of each predictor over whole images.
 
@@ -65,6 +66,7 @@ def evaluate(
       examples: iterable of eval examples ``{"input", "target", "name"}``.
       crop_border: pixels removed from each border before measuring.
       num_keep: how many examples' images (input, outputs, target) to return, for grids.
+      measure_input: also measure (and keep) the degraded input, as row ``"input"``.
 
     Returns:
       ``({"input": {...}, name: {...}}, kept)``, metric means per row.
@@ -74,7 +76,7 @@ def evaluate(
     count = 0
     for example in examples:
         target = example["target"][None]
-        outputs = {"input": to_unit_float(jnp.asarray(example["input"][None]))}
+        outputs = {"input": to_unit_float(jnp.asarray(example["input"][None]))} if measure_input else {}
         outputs.update({name: fn(example["input"][None]) for name, fn in predictors.items()})
         for name, output in outputs.items():
             values = jax.device_get(_example_metrics(output, target, crop_border=crop_border))
@@ -167,9 +169,13 @@ class Evaluator:
         """Evaluates ``params`` (replicated over the mesh, or on one device) at ``step``."""
         predict = functools.partial(self._predict, _local_copy(params, self._device))
         results, kept = evaluate(
-            {"model": predict}, self._examples, crop_border=self._crop_border, num_keep=self._num_keep
+            {"model": predict},
+            self._examples,
+            crop_border=self._crop_border,
+            num_keep=self._num_keep,
+            measure_input=False,
         )
-        results.update(self._fixed_results)
+        results = {**self._fixed_results, **results}
         summary = ", ".join(
             f"{name} {row['psnr_y']:.2f} dB/{row['ssim_y']:.4f}" for name, row in results.items()
         )
@@ -180,7 +186,7 @@ class Evaluator:
                     self._writer.add_scalar(f"eval/{name}/{key}", value, step)
         if self._grid_dir is not None and kept:
             for example, fixed in zip(kept, self._fixed_kept):
-                example.update({k: v for k, v in fixed.items() if k not in example})
+                example.update({k: v for k, v in fixed.items() if k not in example})  # input, teacher
             write_grid(self._grid_dir / f"step_{step:07d}.png", kept, self._columns)
         return results
 
@@ -210,13 +216,12 @@ def evaluate_workdir(
     config, params = checkpoints.restore_params(workdir, which=which)
     predict = jax.jit(make_predict_fn(build_model(config.model)))
     predictors = {"model": functools.partial(predict, params)}
-    data_configs = {"validation": config.data}
+    data_configs = {}
     for folder in eval_dirs:
         data_config = config.data.copy_and_resolve_references()
         data_config.eval_source = data.folder_source_config(folder)
         data_configs[Path(folder).name] = data_config
-    if eval_dirs:
-        del data_configs["validation"]
+    data_configs = data_configs or {"validation": config.data}
     return {
         name: evaluate(predictors, data.make_eval_dataset(data_config), crop_border=config.eval.crop_border)[0]
         for name, data_config in data_configs.items()
