@@ -8,6 +8,9 @@ Modes:
             folders given by --eval_dir, and print PSNR/SSIM.
   sharpen   Sharpen --input (an image or a folder) into --output with the model
             trained in --workdir.
+  export    Write the --which checkpoint's parameters of --workdir to the folder
+            --output (config.json + params.msgpack), which every mode and
+            kdjax.load read like a workdir: how pretrained/ is made.
 
 Examples:
   python launch.py --config=configs/quickstart.py --workdir=runs/quickstart
@@ -16,6 +19,10 @@ Examples:
   python launch.py --mode=evaluate --workdir=runs/teacher --eval_dir=../shared/data/Set5
   python launch.py --mode=sharpen --workdir=runs/quickstart/student_kd \
       --input=photo.png --output=photo_sharp.png
+  python launch.py --mode=sharpen --workdir=pretrained/realtime_kd_x2 \
+      --input=photo.png --output=photo_sharp.png
+  python launch.py --mode=export --workdir=runs/bench/kd_both --which=latest \
+      --output=pretrained/realtime_kd_x2
 """
 
 from __future__ import annotations
@@ -29,14 +36,18 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a variant: configs/teacher.py:light.", lock_config=True
 )
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "sharpen"], "What to do.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "sharpen", "export"], "What to do.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: checkpoints, logs, results.", required=True)
-_WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint to evaluate or sharpen with.")
+_WHICH = flags.DEFINE_enum(
+    "which", "best", ["best", "latest"], "Checkpoint to evaluate, sharpen with or export."
+)
 _EVAL_DIR = flags.DEFINE_multi_string(
     "eval_dir", [], "evaluate: image folder(s) to evaluate on instead of the run's validation set."
 )
 _INPUT = flags.DEFINE_string("input", None, "sharpen: an image file or a folder of images.")
-_OUTPUT = flags.DEFINE_string("output", None, "sharpen: output file (for a file) or folder.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "sharpen: output file (for a file) or folder; export: the folder to write."
+)
 _TILE = flags.DEFINE_string(
     "tile", "auto", "sharpen: tile size in pixels, 0 for whole images, or 'auto' (whole images when they fit in memory)."
 )
@@ -85,6 +96,15 @@ def _sharpen() -> None:
     inference.sharpen_paths(sharpener, _INPUT.value, _OUTPUT.value, overwrite=_OVERWRITE.value)
 
 
+def _export() -> None:
+    from kdjax import checkpoints
+
+    if not _OUTPUT.value:
+        raise app.UsageError("--mode=export needs --output, the folder to write (e.g. pretrained/realtime_x2).")
+    output = checkpoints.export_params(_WORKDIR.value, _OUTPUT.value, which=_WHICH.value)
+    print(f"Exported the {_WHICH.value} checkpoint of {_WORKDIR.value} to {output}.")
+
+
 class _QuietLibraries(std_logging.Filter):
     """Keeps Orbax's and Grain's per-save INFO chatter out of the training log.
 
@@ -106,7 +126,7 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.INFO)
     logging.get_absl_handler().addFilter(_QuietLibraries())
     try:
-        {"train": _train, "evaluate": _evaluate, "sharpen": _sharpen}[_MODE.value]()
+        {"train": _train, "evaluate": _evaluate, "sharpen": _sharpen, "export": _export}[_MODE.value]()
     except (ValueError, FileNotFoundError, PermissionError) as error:
         # User-facing errors are single sentences; a traceback would bury them.
         sys.exit(f"error: {error}")

@@ -50,12 +50,13 @@ def base_config() -> ml_collections.ConfigDict:
             feature_kd_weight=0.0,
             feature_pairs="",  # "student_feature:teacher_feature,..."
             affinity_max_side=32,
-            # Run the teacher once over a fixed set of training batches
-            # (pseudo-labels) instead of at every step; output KD only.
-            precompute_teacher=False,
-            precompute_batches=64,
         )
     )
+    # 0: train on the endless data stream. N > 0: train on its first N batches,
+    # cycled; with a teacher, its outputs and tapped features are computed once
+    # per pool batch, so a slow teacher costs N forward passes instead of one per
+    # step (what makes distilling from a Swin teacher affordable on a CPU).
+    config.pool_batches = 0
     config.eval = ml_collections.ConfigDict(
         dict(every_steps=500, crop_border=2, num_grid_images=3)
     )
@@ -98,12 +99,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "but no teacher; set --config.teacher.workdir to a trained teacher's workdir or set "
             "both weights to 0."
         )
-    if config.loss.precompute_teacher and config.loss.feature_kd_weight > 0:
-        raise ValueError(
-            "config.loss.precompute_teacher stores teacher outputs only, so it cannot be combined "
-            "with feature distillation; set --config.loss.feature_kd_weight=0 or "
-            "--config.loss.precompute_teacher=False."
-        )
+    if config.pool_batches < 0:
+        raise ValueError(f"config.pool_batches={config.pool_batches} must be 0 (no pool) or positive.")
     models.build_model(config.model)
 
 

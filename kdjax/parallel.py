@@ -7,7 +7,7 @@ parameters and optimizer state are replicated. Every compiled step is a plain
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -77,13 +77,10 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
         )
 
 
-def shard_batch(local_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+def shard_batch(local_batch: Mapping[str, Any], mesh: Mesh) -> dict[str, Any]:
     """Assembles each host's part of the batch into one global, sharded array."""
     sharding = batch_sharded(mesh)
-    return {
-        key: jax.make_array_from_process_local_data(sharding, value)
-        for key, value in local_batch.items()
-    }
+    return jax.tree.map(lambda value: jax.make_array_from_process_local_data(sharding, value), local_batch)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

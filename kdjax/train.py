@@ -55,7 +55,9 @@ def make_train_step(
     """Builds the pure train step ``(state, batch, rng, teacher_params=None) -> (state, metrics)``.
 
     ``batch`` holds ``input`` and ``target`` images (uint8 or float in [0, 1])
-    and, when the teacher's outputs were precomputed, ``teacher_output``. The
+    and, when the teacher ran once over a training pool, ``teacher_output`` (float
+    in [0, 1]) and ``teacher_features`` (name -> map); the step then takes no
+    teacher (``teacher=None``). The
     frozen teacher's parameters are a separate argument so they never enter the
     trainable state (nor its checkpoints). A step whose loss or gradients are not
     finite leaves the state untouched and reports ``finite = False``.
@@ -77,7 +79,10 @@ def make_train_step(
             teacher_output, teacher_features = out if use_features else (out, None)
             teacher_output = jax.lax.stop_gradient(teacher_output)
         elif "teacher_output" in batch:
-            teacher_output = to_unit_float(batch["teacher_output"])
+            teacher_output = batch["teacher_output"]
+            teacher_features = jax.tree.map(
+                lambda f: f.astype(jnp.float32), batch.get("teacher_features")
+            )
 
         def loss_fn(params):
             out = model.apply(
@@ -205,25 +210,69 @@ class _PreemptionFlag:
         return bool(np.any(flags))
 
 
-def _precomputed_batches(
-    config: ml_collections.ConfigDict,
-    data_iter: Iterator[dict[str, np.ndarray]],
-    teacher,
-    teacher_params,
-    mesh: jax.sharding.Mesh,
-) -> list[dict[str, np.ndarray]]:
-    """Runs the teacher once over a fixed set of training batches (pseudo-labels)."""
-    predict = jax.jit(make_predict_fn(teacher))
-    cached = []
-    for _ in range(config.loss.precompute_batches):
-        local = next(data_iter)
-        output = predict(teacher_params, parallel.shard_batch({"input": local["input"]}, mesh)["input"])
-        local_output = np.concatenate(
-            [np.asarray(shard.data) for shard in output.addressable_shards], axis=0
+# The last teacher-labelled pool, reused by the next run with the same data, teacher and
+# feature taps: a suite distilling several students computes it once.
+_TEACHER_POOL_CACHE: dict[str, list[dict[str, Any]]] = {}
+
+
+def _training_pool(
+    config: ml_collections.ConfigDict, teacher, teacher_params, mesh: jax.sharding.Mesh
+) -> list[dict[str, Any]]:
+    """The first ``config.pool_batches`` batches of the training stream, labelled by the teacher.
+
+    With a teacher, each batch gains ``teacher_output`` and the ``teacher_features``
+    that ``config.loss.feature_pairs`` names (stored as float16 to halve their memory),
+    even when their weight is 0, so that variants with and without feature KD share a pool.
+    """
+    feature_names = (
+        sorted({name for _, name in train_state_lib.parse_feature_pairs(config.loss.feature_pairs)})
+        if teacher is not None
+        else []
+    )
+    key = json.dumps(
+        [config.data.to_dict(), config.batch_size, config.seed, config.pool_batches,
+         config.teacher.to_dict(), feature_names],
+        sort_keys=True, default=str,
+    )
+    if teacher is not None and key in _TEACHER_POOL_CACHE:
+        logging.info("Reusing the teacher-labelled pool of %d batches.", config.pool_batches)
+        return _TEACHER_POOL_CACHE[key]
+
+    def label(params, images):
+        output, features = teacher.apply(
+            {"params": params}, to_unit_float(images), train=False, return_features=True
         )
-        cached.append({**local, "teacher_output": local_output.astype(np.float32)})
-    logging.info("Precomputed teacher outputs for %d training batches.", len(cached))
-    return cached
+        return output, {name: features[name].astype(jnp.float16) for name in feature_names}
+
+    label = jax.jit(label)
+    stream = iter(data.make_train_dataset(config.data, global_batch_size=config.batch_size, seed=config.seed))
+    pool = []
+    start = time.perf_counter()
+    for index in range(config.pool_batches):
+        local = next(stream)
+        if teacher is not None:
+            output, features = label(teacher_params, parallel.shard_batch({"input": local["input"]}, mesh)["input"])
+            local = {
+                **local,
+                "teacher_output": _local_rows(output),
+                "teacher_features": {name: _local_rows(f) for name, f in features.items()},
+            }
+            if (index + 1) % 16 == 0:
+                logging.info(
+                    "Teacher labelled %d/%d pool batches (%.1f s per batch).",
+                    index + 1, config.pool_batches, (time.perf_counter() - start) / (index + 1),
+                )
+        pool.append(local)
+    stream.close()
+    if teacher is not None:
+        _TEACHER_POOL_CACHE.clear()
+        _TEACHER_POOL_CACHE[key] = pool
+    return pool
+
+
+def _local_rows(array: jax.Array) -> np.ndarray:
+    """This host's rows of a batch-sharded array."""
+    return np.concatenate([np.asarray(shard.data) for shard in array.addressable_shards], axis=0)
 
 
 def _format_eta(seconds: float) -> str:
@@ -285,16 +334,11 @@ def train_and_evaluate(
         state = checkpoints.restore(manager, state, data_iter, start_step)
         logging.info("Resumed from the checkpoint at step %d in %s.", start_step, workdir)
 
-    precomputed = None
-    if config.loss.precompute_teacher and teacher is not None:
-        # The same batches the data iterator yields from step 0, with the
-        # teacher's outputs; the step then reads batch["teacher_output"].
-        fresh_iter = iter(data.make_train_dataset(config.data, global_batch_size=config.batch_size, seed=config.seed))
-        precomputed = _precomputed_batches(config, fresh_iter, teacher, teacher_params, mesh)
-        fresh_iter.close()
+    # With a pool the step reads the teacher's labels from the batch instead of running it.
+    pool = _training_pool(config, teacher, teacher_params, mesh) if config.pool_batches else None
 
     train_step = jax.jit(
-        make_train_step(config, model, tx, None if precomputed else teacher, adapters),
+        make_train_step(config, model, tx, None if pool else teacher, adapters),
         donate_argnums=(0,),
         out_shardings=(replicated, replicated),
     )
@@ -341,8 +385,8 @@ def train_and_evaluate(
     )
     with _PreemptionFlag() as preemption:
         while step < config.num_steps:
-            if precomputed is not None:
-                local_batch = precomputed[step % len(precomputed)]
+            if pool is not None:
+                local_batch = pool[step % len(pool)]
             else:
                 local_batch = next(data_iter)
             if batch_hook is not None:

@@ -4,6 +4,7 @@ teacher, sizes and channel layouts, compile caching, self-ensemble, and `sharpen
 from __future__ import annotations
 
 import functools
+import json
 import logging
 
 import flax.linen as nn
@@ -373,6 +374,19 @@ def test_load_restores_the_ema_parameters_of_a_training_workdir(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, sharpener.params, ema["model"])
     raw = inference.load(tmp_path, which="best", ema=False)
     jax.tree.map(np.testing.assert_array_equal, raw.params, state.params["model"])
+
+    # An exported folder loads like the workdir it came from, without Orbax.
+    exported = checkpoints.export_params(tmp_path, tmp_path / "exported", which="latest")
+    assert sorted(p.name for p in exported.iterdir()) == ["config.json", "export.json", "params.msgpack"]
+    assert json.loads((exported / "export.json").read_text())["step"] == 0
+    jax.tree.map(np.testing.assert_array_equal, inference.load(exported).params, ema["model"])
+    wrong = exported.parent / "wrong"
+    wrong.mkdir()
+    config.model = model_config("residual", **{**TINY_RESIDUAL, "width": TINY_RESIDUAL["width"] + 1})
+    checkpoints.save_config(wrong, config)
+    (wrong / "params.msgpack").write_bytes((exported / "params.msgpack").read_bytes())
+    with pytest.raises(ValueError, match="wrong shape for residual"):
+        inference.load(wrong)
 
     with pytest.raises(FileNotFoundError, match="not a kdjax training workdir"):
         inference.load(tmp_path / "nowhere")

@@ -36,7 +36,9 @@ def test_suite_trains_in_order_and_writes_one_table(tmp_path):
     assert saved[2]["sets"]["eval_images"]["psnr_y"] == pytest.approx(saved[2]["psnr_y"], abs=1e-4)
     assert saved[2]["ms_per_frame"] > 0 and "ms_per_frame" not in saved[1]
     table = (tmp_path / "suite" / "results.md").read_text()
-    assert "eval_images PSNR Y (dB)" in table and "ms / 40x24 frame (cpu)" in table
+    # Named evaluation sets replace the validation columns.
+    assert "| model | eval_images PSNR Y (dB) | eval_images SSIM Y | params |" in table
+    assert "ms / 40x24 frame (cpu)" in table
     assert table.count("\n") == 2 + len(saved)
     loaded = json.loads((tmp_path / "suite" / "student" / "config.json").read_text())
     assert loaded["teacher"]["workdir"] == str(tmp_path / "suite" / "teacher")
