@@ -334,8 +334,11 @@ def train_and_evaluate(
         state = checkpoints.restore(manager, state, data_iter, start_step)
         logging.info("Resumed from the checkpoint at step %d in %s.", start_step, workdir)
 
-    # With a pool the step reads the teacher's labels from the batch instead of running it.
-    pool = _training_pool(config, teacher, teacher_params, mesh) if config.pool_batches else None
+    # With a pool the step reads the teacher's labels from the batch instead of running it
+    # (a finished run, resumed to be evaluated, needs no pool).
+    pool = None
+    if config.pool_batches and start_step < config.num_steps:
+        pool = _training_pool(config, teacher, teacher_params, mesh)
 
     train_step = jax.jit(
         make_train_step(config, model, tx, None if pool else teacher, adapters),
