@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
             grad_clip_norm=1.0,  # 0 disables clipping
         )
     )
-    config.ema_decay = 0.999  # 0 disables the EMA of parameters
+    config.ema_decay = 0.999  # the EMA's final decay (it ramps up to it); 0 disables the EMA
     config.loss = ml_collections.ConfigDict(
         dict(
             pixel="l1",  # l1 | mse | charbonnier

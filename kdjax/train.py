@@ -130,11 +130,15 @@ def make_train_step(
         (loss, loss_terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        ema_params = (
-            optax.incremental_update(params, state.ema_params, 1.0 - config.ema_decay)
-            if config.ema_decay > 0
-            else params
-        )
+        if config.ema_decay > 0:
+            # The decay ramps up from 0.1 (TF's ExponentialMovingAverage with num_updates):
+            # a fixed 0.999 would still hold 0.999**2500 = 8% of the initial weights after
+            # a 2500-step CPU run; this way the average spans roughly the last tenth of
+            # the run until it reaches config.ema_decay.
+            decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+            ema_params = optax.incremental_update(params, state.ema_params, 1.0 - decay)
+        else:
+            ema_params = params
         updated = TrainState(
             step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params
         )
