@@ -108,16 +108,19 @@ def _export() -> None:
 class _QuietLibraries(std_logging.Filter):
     """Keeps Orbax's and Grain's per-save INFO chatter out of the training log.
 
-    Also Orbax's warning that a checkpoint has no metrics: checkpoints between
-    evaluations have none by design, and the best-checkpoint policy ignores them.
+    Also Orbax's warning that a checkpoint has no metrics (checkpoints between
+    evaluations have none by design, and the best-checkpoint policy ignores them)
+    and its warnings that a manager opened to read weights is read-only.
     """
 
     NOISY = ("/orbax/", "/grain/")
+    EXPECTED_WARNINGS = ("did not provide metrics", "read_only=True", "is read only")
 
     def filter(self, record: std_logging.LogRecord) -> bool:
         if not any(part in record.pathname for part in self.NOISY):
             return True
-        return record.levelno >= std_logging.WARNING and "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        return record.levelno >= std_logging.WARNING and not any(w in message for w in self.EXPECTED_WARNINGS)
 
 
 def main(argv: list[str]) -> None:

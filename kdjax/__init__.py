@@ -4,8 +4,8 @@ A Swin-transformer teacher is trained for quality; lightweight CNN students
 learn from the ground truth and the frozen teacher to run in real time.
 
     import kdjax
-    model = kdjax.load("runs/quickstart/student_kd")   # a training workdir
-    sharp = model.sharpen(image)                        # uint8 HxWx3 in, same out
+    model = kdjax.load("pretrained/realtime_kd_x2")   # released weights, or a training workdir
+    sharp = model.sharpen(image)                       # uint8 HxWx3 in, same out
 """
 
 __all__ = ["Sharpener", "load"]

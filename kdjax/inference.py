@@ -435,8 +435,9 @@ def load(
     """A `Sharpener` for the model trained in `workdir` (the student of a distillation run).
 
     Args:
-      workdir: a training workdir (`config.json` and `checkpoints/`).
-      which: `"best"` (highest validation PSNR) or `"latest"` checkpoint.
+      workdir: a training workdir (`config.json` and `checkpoints/`) or an exported
+        folder (`config.json` and `params.msgpack`), e.g. `pretrained/realtime_kd_x2`.
+      which: `"best"` (highest validation PSNR) or `"latest"` checkpoint (a workdir only).
       ema: use the exponential moving average of the parameters when the run kept one.
       tile, overlap, tile_batch, self_ensemble, memory_budget_mib: see `Sharpener`.
     """

@@ -1,0 +1,46 @@
+"""The released weights under pretrained/: they load on a fresh clone and reproduce
+the Set5/Set14 numbers of BENCHMARKS.md (the benchmark suite's results.json)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+
+import kdjax
+from kdjax import config as config_lib
+from kdjax import evaluation
+
+REPO = Path(__file__).resolve().parents[1]
+PRETRAINED = REPO / "pretrained"
+SHARED = REPO / config_lib.SHARED_DATA
+BENCHMARK_ROWS = {
+    row["run"]: row
+    for row in json.loads((REPO / "benchmarks" / "results" / "x2_benchmark.json").read_text())
+}
+RELEASED = {"swin_light_x2": ("Set5",), "realtime_kd_x2": ("Set5", "Set14"), "realtime_x2": ("Set5", "Set14")}
+
+
+def test_the_released_models_are_all_there():
+    assert sorted(path.name for path in PRETRAINED.iterdir() if path.is_dir()) == sorted(RELEASED)
+
+
+# The teacher is checked on Set5 only: Set14 takes it minutes on a CI CPU.
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_weights_reproduce_their_benchmark_row(name):
+    folder = PRETRAINED / name
+    run = Path(json.loads((folder / "export.json").read_text())["workdir"]).name
+    sets = RELEASED[name]
+    results = evaluation.evaluate_workdir(folder, eval_dirs=[str(SHARED / s) for s in sets])
+    for set_name in sets:
+        expected = BENCHMARK_ROWS[run]["sets"][set_name]
+        assert results[set_name]["model"]["psnr_y"] == pytest.approx(expected["psnr_y"], abs=0.01)
+        assert results[set_name]["model"]["ssim_y"] == pytest.approx(expected["ssim_y"], abs=1e-4)
+
+
+def test_kdjax_load_gives_a_working_sharpener():
+    image = np.asarray(skimage.data.astronaut())[:72, :100]
+    sharp = kdjax.load(str(PRETRAINED / "realtime_kd_x2")).sharpen(image)
+    assert sharp.shape == image.shape and sharp.dtype == np.uint8
+    assert np.abs(sharp.astype(int) - image).mean() > 0.5
