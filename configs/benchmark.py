@@ -30,24 +30,15 @@ Run (from the repository root):
 Measured results and their reading: BENCHMARKS.md.
 """
 
-import importlib.util
-from pathlib import Path
-
 import ml_collections
 
 from kdjax import config as config_lib
 
 
-def _config_module(name):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def get_config(variant=None):
     del variant
-    teacher, distill = _config_module("teacher"), _config_module("distill")
+    teacher = config_lib.sibling_config_module(__file__, "teacher")
+    distill = config_lib.sibling_config_module(__file__, "distill")
     runs = {"teacher_light": teacher.get_config("light")}
     labels = {"teacher_light": "teacher swin_light"}
     for width in (28, 16, 48):

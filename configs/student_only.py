@@ -7,13 +7,9 @@ Run (from the repository root):
   python launch.py --config=configs/student_only.py --workdir=runs/student_only
 """
 
-import importlib.util
-from pathlib import Path
+from kdjax import config as config_lib
 
 
 def get_config(variant=None):
     del variant
-    spec = importlib.util.spec_from_file_location("distill", Path(__file__).with_name("distill.py"))
-    distill = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(distill)
-    return distill.get_config("none")
+    return config_lib.sibling_config_module(__file__, "distill").get_config("none")

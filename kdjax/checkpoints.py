@@ -173,8 +173,13 @@ def _restore_checkpoint(workdir: str | Path, which: str, ema: bool) -> tuple[ml_
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
     ).state
     manager.close()
-    params = restored.ema_params if (ema and config.ema_decay > 0) else restored.params
+    params = restored.ema_params if _uses_ema(config, ema) else restored.params
     return config, params["model"], step
+
+
+def _uses_ema(config: ml_collections.ConfigDict, ema: bool) -> bool:
+    """Whether ``ema=True`` can be honoured: the run kept an EMA of its parameters."""
+    return ema and config.ema_decay > 0
 
 
 def _load_exported(path: Path) -> tuple[ml_collections.ConfigDict, Any]:
@@ -247,7 +252,7 @@ def export_params(
         "workdir": str(workdir),
         "checkpoint": which,
         "step": step,
-        "ema": bool(ema and config.ema_decay > 0),
+        "ema": _uses_ema(config, ema),
         "model": config.model.name,
         "params": count_params(params),
     }

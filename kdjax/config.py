@@ -7,6 +7,10 @@ overrides of a misspelt key fail at once, naming the key).
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import ml_collections
 
 from kdjax import data, losses, models, train_state
@@ -102,6 +106,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.pool_batches < 0:
         raise ValueError(f"config.pool_batches={config.pool_batches} must be 0 (no pool) or positive.")
     models.build_model(config.model)
+
+
+def sibling_config_module(config_file: str, name: str) -> ModuleType:
+    """Imports ``configs/<name>.py`` beside ``config_file`` (``configs/`` is not a package),
+    so that one config can build on another's ``get_config``."""
+    path = Path(config_file).with_name(f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 SHARED_DATA = "../shared/data"

@@ -255,12 +255,9 @@ def _training_pool(
     for index in range(config.pool_batches):
         local = next(stream)
         if teacher is not None:
-            output, features = label(teacher_params, parallel.shard_batch({"input": local["input"]}, mesh)["input"])
-            local = {
-                **local,
-                "teacher_output": _local_rows(output),
-                "teacher_features": {name: _local_rows(f) for name, f in features.items()},
-            }
+            images = parallel.shard_batch({"input": local["input"]}, mesh)["input"]
+            output, features = jax.tree.map(_local_rows, label(teacher_params, images))
+            local = {**local, "teacher_output": output, "teacher_features": features}
             if (index + 1) % 16 == 0:
                 logging.info(
                     "Teacher labelled %d/%d pool batches (%.1f s per batch).",

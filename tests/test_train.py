@@ -259,16 +259,21 @@ def test_teacher_labelled_pool_trains_like_the_teacher_in_the_step(tmp_path):
     assert len(cached_pool) == 2 and cached_pool[0]["teacher_features"]["group_1"].dtype == np.float16
 
 
-def test_ema_decay_ramps_up_so_short_runs_forget_the_initial_weights(tmp_path):
-    config = tiny_config(tmp_path)
-    config.ema_decay = 0.999
+def _jitted_step_from_init(config):
+    """A freshly initialised state, the jitted train step and one random batch, on one device."""
     model = build_model(config.model)
     tx = train_state_lib.make_optimizer(config)
     state = train_state_lib.create_train_state(
         train_state_lib.init_params(config, model, jax.random.key(0)), tx
     )
     step = jax.jit(train.make_train_step(config, model, tx))
-    batch = _random_batch(config.batch_size, config.data.patch_size)
+    return state, step, _random_batch(config.batch_size, config.data.patch_size)
+
+
+def test_ema_decay_ramps_up_so_short_runs_forget_the_initial_weights(tmp_path):
+    config = tiny_config(tmp_path)
+    config.ema_decay = 0.999
+    state, step, batch = _jitted_step_from_init(config)
     for expected_decay in (1 / 10, 2 / 11):
         previous_ema = state.ema_params
         state, _ = step(state, batch, jax.random.key(1))
@@ -284,13 +289,7 @@ def test_bfloat16_compute_trains_with_float32_parameters(tmp_path):
     config = tiny_config(tmp_path)
     config.model = model_config("realtime", dtype="bfloat16", **TINY_STUDENT)
     config.loss.pixel = "mse"
-    model = build_model(config.model)
-    tx = train_state_lib.make_optimizer(config)
-    state = train_state_lib.create_train_state(
-        train_state_lib.init_params(config, model, jax.random.key(0)), tx
-    )
-    step = jax.jit(train.make_train_step(config, model, tx))
-    batch = _random_batch(config.batch_size, config.data.patch_size)
+    state, step, batch = _jitted_step_from_init(config)
     losses = []
     for _ in range(5):
         state, metrics = step(state, batch, jax.random.key(1))
