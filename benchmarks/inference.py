@@ -1,4 +1,4 @@
-"""Inference benchmark: speed and memory of `kdjax.inference.Sharpener` on 1920x1080 frames.
+"""Inference benchmark: speed and memory of `kdjax.serving.Sharpener` on 1920x1080 frames.
 
 For each model (untrained registry presets, or trained models from --workdir) it reports
 milliseconds per frame and frames per second (median of --runs timed `sharpen` calls after one
@@ -41,10 +41,10 @@ import numpy as np
 # Run as a script from a checkout: make the repository importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kdjax import inference  # noqa: E402
+from kdjax import serving  # noqa: E402
+from kdjax.serving import tiling  # noqa: E402
 from kdjax.models import build_model, count_params, gflops_per_frame, model_config  # noqa: E402
 from kdjax.models.summary import abstract_params  # noqa: E402
-from kdjax.models.teacher import SwinIR  # noqa: E402
 
 DEFAULT_MODELS = ("swin_tiny", "swin_light", "swin_base", "realtime")
 OTHER_STUDENTS = ("plain3", "residual", "separable")
@@ -123,28 +123,28 @@ def _timed(call: Callable[[], object]) -> float:
     return time.perf_counter() - begin
 
 
-def _tiled_pixels(sharpener: inference.Sharpener, height: int, width: int) -> tuple[int, int]:
+def _tiled_pixels(sharpener: serving.Sharpener, height: int, width: int) -> tuple[int, int]:
     """Tiles per frame and the pixels they cover (more than the frame's: overlaps)."""
     multiple = sharpener.multiple
-    rows = inference.plan_axis(height + (-height % multiple), sharpener.tile, sharpener.overlap, multiple)
-    cols = inference.plan_axis(width + (-width % multiple), sharpener.tile, sharpener.overlap, multiple)
+    rows = tiling.plan_axis(height + (-height % multiple), sharpener.tile, sharpener.overlap, multiple)
+    cols = tiling.plan_axis(width + (-width % multiple), sharpener.tile, sharpener.overlap, multiple)
     tiles = len(rows.starts) * len(cols.starts)
     return tiles, tiles * rows.size * cols.size
 
 
-def _sample_side(sharpener: inference.Sharpener, gflops_per_pixel: float, args, device_gflops: float) -> int:
+def _sample_side(sharpener: serving.Sharpener, gflops_per_pixel: float, args, device_gflops: float) -> int:
     """Side of a square crop whose estimated time at the matmul rate is --sample_seconds."""
     side = np.sqrt(args.sample_seconds * device_gflops / gflops_per_pixel)
     step = max(8, sharpener.multiple)
     return int(np.clip(side // step * step, 64, sharpener.tile or args.height))
 
 
-def _make_sharpener(spec: dict[str, str], args: argparse.Namespace) -> inference.Sharpener:
+def _make_sharpener(spec: dict[str, str], args: argparse.Namespace) -> serving.Sharpener:
     settings = dict(tile=args.tile, overlap=args.overlap, tile_batch=args.tile_batch)
     if "workdir" in spec:
-        return inference.load(spec["workdir"], **settings)
+        return serving.load(spec["workdir"], **settings)
     model = build_model(model_config(spec["preset"], dtype=args.dtype))
-    return inference.Sharpener(model, _random_params(model), **settings)
+    return serving.Sharpener(model, _random_params(model), **settings)
 
 
 def benchmark(name: str, spec: dict[str, str], args: argparse.Namespace) -> Row:
@@ -174,8 +174,8 @@ def benchmark(name: str, spec: dict[str, str], args: argparse.Namespace) -> Row:
         tiled_ms = 1e3 * tiled_pixels / side**2 * seconds["tiled"]
     else:
         calls = {"tiled": lambda: sharpener.sharpen(frame)}
-        if not isinstance(model, SwinIR) or args.untiled_teachers:
-            whole = inference.Sharpener(model, params, tile=None, tile_batch=1)
+        if model.role != "teacher" or args.untiled_teachers:
+            whole = serving.Sharpener(model, params, tile=None, tile_batch=1)
             calls["untiled"] = lambda: whole.sharpen(frame)
         seconds = _median_seconds(calls, args.runs, args.min_seconds)
         tiled_ms = 1e3 * seconds["tiled"]

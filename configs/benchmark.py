@@ -32,13 +32,11 @@ Measured results and their reading: BENCHMARKS.md.
 
 import ml_collections
 
-from kdjax import config as config_lib
+from kdjax.configs import common, distill, teacher
 
 
 def get_config(variant=None):
     del variant
-    teacher = config_lib.sibling_config_module(__file__, "teacher")
-    distill = config_lib.sibling_config_module(__file__, "distill")
     runs = {"teacher_light": teacher.get_config("light")}
     labels = {"teacher_light": "teacher swin_light"}
     for width in (28, 16, 48):
@@ -55,7 +53,7 @@ def get_config(variant=None):
     suite.runs = ml_collections.ConfigDict(runs)
     suite.order = tuple(runs)
     suite.labels = ml_collections.ConfigDict(labels)
-    suite.eval_dirs = (f"{config_lib.SHARED_DATA}/Set5", f"{config_lib.SHARED_DATA}/Set14")
+    suite.eval_dirs = (f"{common.SHARED_DATA}/Set5", f"{common.SHARED_DATA}/Set14")
     suite.timing = ml_collections.ConfigDict(
         dict(runs=tuple(runs), height=1080, width=1920, repeats=5)
     )

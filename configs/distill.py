@@ -30,6 +30,7 @@ BENCHMARKS.md has the measured results.
 """
 
 from kdjax import config as config_lib
+from kdjax.configs import common
 from kdjax.models import model_config
 
 KD_WEIGHTS = {
@@ -49,7 +50,7 @@ def get_config(variant=None):
         raise ValueError(f"Unknown distillation variant {variant!r}; choose one of {sorted(KD_WEIGHTS)}.")
     config = config_lib.base_config()
     config.model = model_config("realtime")
-    config.data = config_lib.benchmark_data_config(patch_size=48)
+    config.data = common.benchmark_data_config(patch_size=48)
     config.batch_size = 16
     config.num_steps = 5000
     config.optim.learning_rate = 1e-3

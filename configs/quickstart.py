@@ -22,7 +22,7 @@ degraded input in PSNR; see the README for the measured table.
 import ml_collections
 
 from kdjax import config as config_lib
-from kdjax import data
+from kdjax import data, degradations
 from kdjax.models import model_config
 
 FEATURE_PAIRS = "block_0:group_0,block_2:group_1"
@@ -34,7 +34,7 @@ def _run(model, num_steps, learning_rate):
     config.data.train_source = data.skimage_source_config("train")
     config.data.eval_source = data.skimage_source_config("eval")
     config.data.patch_size = 48
-    config.data.degradation = data.degradations.default_degradation_config(
+    config.data.degradation = degradations.default_degradation_config(
         ops=("gaussian_blur", "bicubic"),
         scale=2,
         gaussian_blur=dict(train_sigma=(0.2, 1.0), train_anisotropic_prob=0.0, eval_sigma_x=0.6, eval_sigma_y=0.6),

@@ -7,9 +7,9 @@ Run (from the repository root):
   python launch.py --config=configs/student_only.py --workdir=runs/student_only
 """
 
-from kdjax import config as config_lib
+from kdjax.configs import distill
 
 
 def get_config(variant=None):
     del variant
-    return config_lib.sibling_config_module(__file__, "distill").get_config("none")
+    return distill.get_config("none")

@@ -18,6 +18,7 @@ input: 33.67). SwinIR-light reaches 38.14 dB with DIV2K and 500k GPU steps.
 """
 
 from kdjax import config as config_lib
+from kdjax.configs import common
 from kdjax.models import model_config
 
 VARIANTS = {
@@ -37,7 +38,7 @@ def get_config(variant=None):
     settings = VARIANTS[variant]
     config = config_lib.base_config()
     config.model = model_config(settings["model"])
-    config.data = config_lib.benchmark_data_config(settings["patch_size"])
+    config.data = common.benchmark_data_config(settings["patch_size"])
     config.batch_size = settings["batch_size"]
     config.num_steps = settings["num_steps"]
     config.optim.learning_rate = settings["learning_rate"]

@@ -4,8 +4,8 @@ A Swin-transformer teacher is trained for quality; lightweight CNN students
 learn from the ground truth and the frozen teacher to run in real time.
 
     import kdjax
-    model = kdjax.load("pretrained/realtime_kd_x2")   # released weights, or a training workdir
-    sharp = model.sharpen(image)                       # uint8 HxWx3 in, same out
+    model = kdjax.load("realtime_kd_x2")   # a released model by name, a model folder or a workdir
+    sharp = model.sharpen(image)            # uint8 HxWx3 in, same out
 """
 
 __all__ = ["Sharpener", "load"]
@@ -16,7 +16,7 @@ def __getattr__(name: str):
     # Imported on first use, so that Grain's data worker processes, which import
     # kdjax.data, do not pay for importing JAX and the models.
     if name in __all__:
-        from kdjax import inference
+        from kdjax import serving
 
-        return getattr(inference, name)
+        return getattr(serving, name)
     raise AttributeError(f"module 'kdjax' has no attribute {name!r}")

@@ -2,18 +2,15 @@
 
 Every file under ``configs/`` starts from ``base_config()`` and changes what its
 experiment needs, so that every key a run reads exists (and ``--config.x=...``
-overrides of a misspelt key fail at once, naming the key).
+overrides of a misspelt key fail at once, naming the key). Experiment presets live in
+``configs/``, never here.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import ml_collections
 
-from kdjax import data, losses, models, train_state
+from kdjax import data, distill, losses, models
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -88,45 +85,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Raises a one-sentence ``ValueError`` for settings that cannot run."""
     _check_choice(config.loss.pixel, losses.PIXEL_LOSSES, "loss.pixel")
     _check_choice(config.loss.output_kd, losses.PIXEL_LOSSES, "loss.output_kd")
-    _check_choice(config.loss.feature_kd, losses.FEATURE_LOSSES, "loss.feature_kd")
-    train_state.parse_feature_pairs(config.loss.feature_pairs)
-    for key in ("num_steps", "batch_size", "log_every_steps", "eval.every_steps", "checkpoint.every_steps"):
+    distill.validate(config)
+    for key in (
+        "num_steps", "batch_size", "log_every_steps", "eval.every_steps", "checkpoint.every_steps", "data.patch_size"
+    ):
         value = config
         for part in key.split("."):
             value = value[part]
         if value <= 0:
             raise ValueError(f"config.{key}={value} must be a positive integer.")
-    uses_teacher = config.loss.output_kd_weight > 0 or config.loss.feature_kd_weight > 0
-    if uses_teacher and not config.teacher.workdir:
-        raise ValueError(
-            "The config has distillation weights (loss.output_kd_weight / loss.feature_kd_weight) "
-            "but no teacher; set --config.teacher.workdir to a trained teacher's workdir or set "
-            "both weights to 0."
-        )
     if config.pool_batches < 0:
         raise ValueError(f"config.pool_batches={config.pool_batches} must be 0 (no pool) or positive.")
     models.build_model(config.model)
-
-
-def sibling_config_module(config_file: str, name: str) -> ModuleType:
-    """Imports ``configs/<name>.py`` beside ``config_file`` (``configs/`` is not a package),
-    so that one config can build on another's ``get_config``."""
-    path = Path(config_file).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-SHARED_DATA = "../shared/data"
-
-
-def benchmark_data_config(patch_size: int) -> ml_collections.ConfigDict:
-    """The classic x2 setting: bicubic x2 down-up inputs, BSD68 + SunHays80 to train on,
-    Set5 to validate on; paths are relative to the repository root (see README)."""
-    data_config = data.default_data_config()
-    data_config.train_source = data.folder_source_config(f"{SHARED_DATA}/BSD68", f"{SHARED_DATA}/SunHays80")
-    data_config.eval_source = data.folder_source_config(f"{SHARED_DATA}/Set5")
-    data_config.patch_size = patch_size
-    data_config.degradation = data.degradations.bicubic_only_config(scale=2)
-    return data_config

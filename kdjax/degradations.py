@@ -12,6 +12,9 @@ the sub-configs of ops not listed are ignored)::
     ops:   ordered op names among "gaussian_blur", "motion_blur", "bicubic", "noise", "jpeg"
     scale: evaluation scale of "bicubic" (down by `scale`, back up to the original size); the
            evaluation pipeline also crops HR images to multiples of it
+    task:  "sharpen" (the input has the size of the target: bicubic goes down and back up)
+           or "upscale" (the input is the low-resolution image: bicubic only goes down, ops
+           after it act on the small image, and the model upscales by `scale`)
     gaussian_blur:
       train_prob:             probability that a training example gets this op
       kernel_size:            odd kernel side in pixels
@@ -39,7 +42,8 @@ the sub-configs of ops not listed are ignored)::
       eval_quality
 
 Every op returns uint8, rounded and clipped after the op, so the chain is what a real camera
-pipeline stores between steps. ``bicubic`` uses MATLAB-compatible ``kdjax.imresize`` (which
+pipeline stores between steps. Every op keeps the image size, except bicubic in the upscale
+task, which divides it by ``scale``. ``bicubic`` uses MATLAB-compatible ``kdjax.imresize`` (which
 rounds uint8 after each pass, like MATLAB); when a side is not a multiple of the scale (random
 training patches), the downscaled size is rounded up and the upscale returns exactly the
 original size. Filters extend the image by mirroring without repeating the edge (OpenCV's
@@ -49,7 +53,8 @@ Training degrades a crop, not the whole image. So that a crop's degradation equa
 whole image's restricted to it, a ``Degradation`` reports what a crop needs (the data pipeline
 reads both): ``context``, the pixels each output pixel depends on, per side (the sum over the
 chain of each blur's kernel radius and ``4 * scale`` for bicubic down-up: two low-resolution
-pixels each way, in each of its two passes), and ``grid``, the alignment the crop needs (the
+pixels each way, in each of its two passes; an op after the downscale of the upscale task counts
+``scale`` times its own), and ``grid``, the alignment the crop needs (the
 least common multiple of the bicubic scales, so the crop's downscaling groups the same pixels
 as the whole image's). Noise and JPEG need neither: noise is per pixel, and JPEG, per 8x8
 block, is left out of the alignment (its block phase varies between crops, a harmless
@@ -73,6 +78,7 @@ from kdjax.imresize import imresize
 
 __all__ = [
     "OP_NAMES",
+    "TASKS",
     "Degradation",
     "bicubic_only_config",
     "build_degradation",
@@ -82,6 +88,7 @@ __all__ = [
 ]
 
 OP_NAMES = ("gaussian_blur", "motion_blur", "bicubic", "noise", "jpeg")
+TASKS = ("sharpen", "upscale")
 
 
 def default_degradation_config(**overrides) -> ml_collections.ConfigDict:
@@ -97,6 +104,7 @@ def default_degradation_config(**overrides) -> ml_collections.ConfigDict:
         dict(
             ops=("bicubic",),
             scale=scale,
+            task="sharpen",
             gaussian_blur=dict(
                 train_prob=1.0,
                 kernel_size=21,
@@ -123,9 +131,10 @@ def default_degradation_config(**overrides) -> ml_collections.ConfigDict:
     return config
 
 
-def bicubic_only_config(scale: int = 2) -> ml_collections.ConfigDict:
-    """Plain bicubic down-up at ``scale``, the setting of the published SR benchmark tables."""
-    return default_degradation_config(ops=("bicubic",), scale=scale)
+def bicubic_only_config(scale: int = 2, task: str = "sharpen") -> ml_collections.ConfigDict:
+    """Plain bicubic at ``scale``: the setting of the published SR benchmark tables with
+    ``task="upscale"`` (the input is the downscaled image), down-up with ``"sharpen"``."""
+    return default_degradation_config(ops=("bicubic",), scale=scale, task=task)
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -257,6 +266,26 @@ class BicubicDownUp:
 
 
 @dataclasses.dataclass(frozen=True)
+class BicubicDown:
+    """The upscale task's bicubic op: the image made ``scale`` times smaller (MATLAB imresize),
+    as the published SR tables make their low-resolution inputs."""
+
+    scale: int
+
+    @property
+    def context(self) -> int:
+        return 2 * self.scale  # two low-resolution pixels each way
+
+    @property
+    def grid(self) -> int:
+        return self.scale
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        del rng  # deterministic
+        return imresize(image, scale=1.0 / self.scale)
+
+
+@dataclasses.dataclass(frozen=True)
 class GaussianNoise:
     sigma_range: tuple[float, float]
     context = 0
@@ -307,11 +336,17 @@ class Degradation:
 
     names: tuple[str, ...]
     ops: tuple[Op, ...]
+    scale: int = 1  # output size = input size / scale (the upscale task's downscale)
 
     @property
     def context(self) -> int:
         """Pixels of real neighbourhood, per side, that a crop needs for an exact degradation."""
-        return sum(op.context for op in self.ops)
+        total, factor = 0, 1
+        for op in self.ops:
+            total += factor * op.context
+            if isinstance(op, BicubicDown):
+                factor = op.scale  # later ops see low-resolution pixels
+        return total
 
     @property
     def grid(self) -> int:
@@ -319,7 +354,8 @@ class Degradation:
         return math.lcm(1, *(op.grid for op in self.ops))
 
     def __call__(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Degrades a uint8 (H, W, 3) image; the result has the same shape and dtype."""
+        """Degrades a uint8 (H, W, 3) image; the result is uint8, (H, W, 3) in the sharpen task
+        and (ceil(H / scale), ceil(W / scale), 3) in the upscale task."""
         image = hr
         for op in self.ops:
             image = op(image, rng)
@@ -392,6 +428,18 @@ def _bicubic(cfg: ml_collections.ConfigDict, train: bool) -> Op:
             f"degradation.scale={cfg.scale} is not among {_key('bicubic', 'train_scales')}={scales}; "
             "add it there so training covers the evaluation scale."
         )
+    if cfg.task == "upscale":
+        if scales != (cfg.scale,):
+            raise ValueError(
+                f"{_key('bicubic', 'train_scales')}={scales} must be ({cfg.scale},) in the upscale task: a "
+                "model upscales by one factor, degradation.scale."
+            )
+        if cfg.bicubic.train_prob != 1.0:
+            raise ValueError(
+                f"{_key('bicubic', 'train_prob')}={cfg.bicubic.train_prob} must be 1.0 in the upscale task: every "
+                "input is the downscaled image."
+            )
+        return BicubicDown(cfg.scale)
     return BicubicDownUp(scales if train else (cfg.scale,))
 
 
@@ -431,6 +479,12 @@ def build_degradation(cfg: ml_collections.ConfigDict, *, train: bool) -> Degrada
       ValueError: an unknown op name or an invalid value, named by its config key.
     """
     names: Sequence[str] = tuple(cfg.ops)
+    if cfg.task not in TASKS:
+        raise ValueError(f"degradation.task={cfg.task!r} is unknown; choose one of {', '.join(TASKS)}.")
+    if cfg.task == "upscale" and "bicubic" not in names:
+        raise ValueError(
+            "The upscale task makes its low-resolution inputs with the bicubic op; add 'bicubic' to degradation.ops."
+        )
     ops = []
     for name in names:
         if name not in _BUILDERS:
@@ -440,4 +494,4 @@ def build_degradation(cfg: ml_collections.ConfigDict, *, train: bool) -> Degrada
             prob = _number(cfg, name, "train_prob", low=0.0, high=1.0)
             op = op if prob == 1.0 else WithProbability(op, prob)
         ops.append(op)
-    return Degradation(names=names, ops=tuple(ops))
+    return Degradation(names=names, ops=tuple(ops), scale=cfg.scale if cfg.task == "upscale" else 1)

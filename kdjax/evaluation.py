@@ -17,16 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from kdjax import images, metrics
+from kdjax import data, images, metrics, weights
+from kdjax.images import to_uint8, to_unit_float
+from kdjax.models import build_model
 
 Example = Mapping[str, Any]
-
-
-def to_unit_float(x: jax.Array) -> jax.Array:
-    """uint8 images to float32 in [0, 1]; float images pass through unchanged."""
-    if x.dtype == jnp.uint8:
-        return x.astype(jnp.float32) / 255.0
-    return x.astype(jnp.float32)
 
 
 def make_predict_fn(model) -> Callable[[Any, jax.Array], jax.Array]:
@@ -89,7 +84,7 @@ def evaluate(
                     "name": example["name"],
                     "target": example["target"],
                     **{
-                        name: np.asarray(jax.device_get(metrics.quantize(out)[0])).astype(np.uint8)
+                        name: np.asarray(jax.device_get(to_uint8(out[0])))
                         for name, out in outputs.items()
                     },
                 }
@@ -138,13 +133,9 @@ class Evaluator:
         model,
         *,
         teacher=None,
-        teacher_params=None,
         writer=None,
         grid_dir: Path | None = None,
     ):
-        from kdjax import data
-        from kdjax.models import TEACHER_NAMES
-
         self._crop_border = config.eval.crop_border
         self._num_keep = config.eval.num_grid_images
         self._examples = list(data.make_eval_dataset(config.data))
@@ -155,11 +146,10 @@ class Evaluator:
         fixed = {}
         self._columns = {"input": "input"}
         if teacher is not None:
-            teacher_predict = jax.jit(make_predict_fn(teacher))
-            fixed["teacher"] = functools.partial(teacher_predict, _local_copy(teacher_params, self._device))
-            self._columns["teacher"] = f"teacher ({config.teacher.model.name})"
-        role = "teacher" if config.model.name in TEACHER_NAMES else "student"
-        self._columns["model"] = f"{role} ({config.model.name})"
+            teacher_predict = jax.jit(make_predict_fn(teacher.model))
+            fixed["teacher"] = functools.partial(teacher_predict, _local_copy(teacher.params, self._device))
+            self._columns["teacher"] = f"teacher ({teacher.model_config.name})"
+        self._columns["model"] = f"{model.role} ({config.model.name})"
         self._columns["target"] = "ground truth"
         self._fixed_results, self._fixed_kept = evaluate(
             fixed, self._examples, crop_border=self._crop_border, num_keep=self._num_keep
@@ -202,7 +192,7 @@ def evaluate_workdir(
     """Evaluates a trained workdir's model (EMA parameters) as its run did.
 
     Args:
-      workdir: a training workdir.
+      workdir: a training workdir, a model folder or a released model's name.
       which: ``"best"`` or ``"latest"`` checkpoint.
       eval_dirs: image folders to evaluate on, each with the run's evaluation
         degradation; empty means the run's own validation set.
@@ -210,10 +200,7 @@ def evaluate_workdir(
     Returns:
       ``{set name: {"input": metrics, "model": metrics}}``.
     """
-    from kdjax import checkpoints, data
-    from kdjax.models import build_model
-
-    config, params = checkpoints.restore_params(workdir, which=which)
+    config, params = weights.restore_params(workdir, which=which)
     predict = jax.jit(make_predict_fn(build_model(config.model)))
     predictors = {"model": functools.partial(predict, params)}
     data_configs = {}

@@ -1,8 +1,11 @@
-"""Image files and arrays on the host: reading, writing, RGB uint8 conversion and comparison grids.
+"""Image files and arrays: reading, writing, RGB uint8 conversion, comparison grids, and the
+one pair of helpers between 8-bit values and unit floats.
 
 Every image on the host is an ``np.uint8`` array of shape (H, W, 3), RGB. This module turns
 whatever a file or a user holds (grayscale, alpha, palette, 16-bit, float) into that form, and
-reports unusable input with one sentence naming the file.
+reports unusable input with one sentence naming the file. Models see float32 in [0, 1]:
+``to_unit_float`` and ``to_uint8`` convert both ways, for numpy and JAX arrays alike (they
+only use array methods, so they trace inside ``jax.jit`` and this module never imports JAX).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ __all__ = [
     "image_size",
     "read_image",
     "to_rgb_uint8",
+    "to_uint8",
+    "to_unit_float",
     "write_image",
 ]
 
@@ -42,6 +47,25 @@ class ImageReadError(ValueError):
 
 class ImageWriteError(ValueError):
     """An image that cannot be written; the message names the file and the problem."""
+
+
+def to_unit_float(images):
+    """Integer images (uint8, uint16) to float32 in [0, 1]; float images to float32, unchanged.
+
+    Works on numpy and JAX arrays (inside ``jax.jit`` too).
+    """
+    if np.issubdtype(images.dtype, np.integer):
+        return images.astype(np.float32) / float(np.iinfo(images.dtype).max)
+    return images.astype(np.float32)
+
+
+def to_uint8(images):
+    """Float images in [0, 1] to uint8: clipped, scaled by 255 and rounded to nearest.
+
+    The 8-bit quantization of the published metrics and of every image kdjax writes; works on
+    numpy and JAX arrays (inside ``jax.jit`` too).
+    """
+    return (images.clip(0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
 def to_rgb_uint8(array: np.ndarray, *, name: str = "image") -> np.ndarray:
@@ -84,7 +108,7 @@ def to_rgb_uint8(array: np.ndarray, *, name: str = "image") -> np.ndarray:
                 f"{name} is a float image with values up to {float(array.max()):.1f}; floats must be in "
                 "[0, 1], so divide by 255 or pass a uint8 array."
             )
-        array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+        array = to_uint8(array)
     else:
         raise ValueError(f"{name} has dtype {array.dtype}; pass uint8, uint16, or float in [0, 1].")
     if array.shape[2] == 1:

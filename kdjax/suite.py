@@ -27,7 +27,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from kdjax import evaluation, inference, train
+from kdjax import distill, evaluation, serving, train
 from kdjax.models import build_model, count_params, gflops_per_frame
 from kdjax.models.summary import abstract_params
 
@@ -64,7 +64,7 @@ def ms_per_frame(workdir: Path, height: int, width: int, repeats: int, max_secon
     Times ``repeats`` frames, or fewer (at least one) once ``max_seconds`` have
     passed: a Swin teacher takes minutes per full-HD frame on a CPU.
     """
-    sharpener = inference.load(workdir)
+    sharpener = serving.load(workdir)
     frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     sharpener.sharpen(frame)  # compile and warm up
     times = []
@@ -121,11 +121,12 @@ def run_suite(config: ml_collections.ConfigDict, workdir: str | Path) -> list[di
     eval_dirs = tuple(config.get("eval_dirs", ()))
     rows: list[dict[str, Any]] = []
     done: set[str] = set()
+    label_cache = distill.TeacherLabelCache()  # students of one teacher share its labelled pool
     for name in config.order:
         run = ml_collections.ConfigDict(config.runs[name].to_dict())
         _resolve_teacher(run, workdir, done)
         logging.info("Suite %s: run %r (%s).", workdir, name, run.model.name)
-        report = train.train_and_evaluate(run, workdir / name)
+        report = train.train_and_evaluate(run, workdir / name, label_cache=label_cache)
         done.add(name)
         # The final model, as in the run's own report (not the checkpoint that scored best).
         extra = evaluation.evaluate_workdir(workdir / name, which="latest", eval_dirs=eval_dirs) if eval_dirs else {}

@@ -1,11 +1,12 @@
-"""Training and distillation: the compiled steps, evaluation, and the loop.
+"""Training and distillation: the compiled step and the loop around it.
 
 ``make_train_step`` builds the pure update ``(state, batch, rng, teacher_params)
 -> (state, metrics)``; with a teacher it is a distillation step in which only the
 student (and its feature adapters) receive gradients and the frozen teacher's
-forward pass runs inside the same compiled function. ``train_and_evaluate`` runs
-it over a data-parallel mesh with checkpointing, evaluation, logging and
-preemption handling.
+forward pass runs inside the same compiled function (what distillation adds is in
+``kdjax.distill``). ``train_and_evaluate`` runs it over a data-parallel mesh with
+checkpointing, evaluation, logging, a NaN guard and preemption handling, and refuses
+workdirs it would damage (a model folder, a workdir started with another config).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
-from kdjax import checkpoints, data, losses, parallel
+from kdjax import checkpoints, data, distill, losses, parallel, weights
 from kdjax import config as config_lib
 from kdjax import train_state as train_state_lib
-from kdjax.evaluation import Evaluator, make_predict_fn, to_unit_float
+from kdjax.evaluation import Evaluator
+from kdjax.images import to_unit_float
 from kdjax.models import build_model
 from kdjax.train_state import TrainState
 
@@ -49,15 +51,15 @@ def make_train_step(
     config: ml_collections.ConfigDict,
     model,
     tx: optax.GradientTransformation,
-    teacher=None,
-    adapters: losses.FeatureAdapters | None = None,
+    teacher_model=None,
+    adapters: distill.FeatureAdapters | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the pure train step ``(state, batch, rng, teacher_params=None) -> (state, metrics)``.
 
     ``batch`` holds ``input`` and ``target`` images (uint8 or float in [0, 1])
-    and, when the teacher ran once over a training pool, ``teacher_output`` (float
+    and, when the teacher labelled a training pool, ``teacher_output`` (float
     in [0, 1]) and ``teacher_features`` (name -> map); the step then takes no
-    teacher (``teacher=None``). The
+    teacher model (``teacher_model=None``). The
     frozen teacher's parameters are a separate argument so they never enter the
     trainable state (nor its checkpoints). A step whose loss or gradients are not
     finite leaves the state untouched and reports ``finite = False``.
@@ -71,18 +73,9 @@ def make_train_step(
         inputs = to_unit_float(batch["input"])
         target = to_unit_float(batch["target"])
 
-        teacher_output, teacher_features = None, None
-        if teacher is not None:
-            out = teacher.apply(
-                {"params": teacher_params}, inputs, train=False, return_features=use_features
-            )
-            teacher_output, teacher_features = out if use_features else (out, None)
-            teacher_output = jax.lax.stop_gradient(teacher_output)
-        elif "teacher_output" in batch:
-            teacher_output = batch["teacher_output"]
-            teacher_features = jax.tree.map(
-                lambda f: f.astype(jnp.float32), batch.get("teacher_features")
-            )
+        teacher_output, teacher_features = distill.teacher_targets(
+            teacher_model, teacher_params, inputs, batch, use_features
+        )
 
         def loss_fn(params):
             out = model.apply(
@@ -101,29 +94,11 @@ def make_train_step(
             }
             if loss_cfg.ssim_weight:
                 terms["ssim"] = (loss_cfg.ssim_weight, losses.ssim_loss(prediction, target))
-            if loss_cfg.output_kd_weight:
-                terms["output_kd"] = (
-                    loss_cfg.output_kd_weight,
-                    losses.pixel_loss(
-                        prediction, teacher_output, loss_cfg.output_kd, loss_cfg.charbonnier_eps
-                    ),
+            terms.update(
+                distill.kd_loss_terms(
+                    loss_cfg, prediction, features, teacher_output, teacher_features, adapters, params["adapters"]
                 )
-            if use_features:
-                teacher_maps = [teacher_features[name] for _, name in adapters.pairs]
-                adapted = adapters.apply(
-                    {"params": params["adapters"]}, features, [t.shape for t in teacher_maps]
-                )
-                terms["feature_kd"] = (
-                    loss_cfg.feature_kd_weight,
-                    jnp.mean(
-                        jnp.stack(
-                            [
-                                losses.feature_loss(s, t, loss_cfg.feature_kd, loss_cfg.affinity_max_side)
-                                for s, t in zip(adapted, teacher_maps)
-                            ]
-                        )
-                    ),
-                )
+            )
             total = sum(weight * value for weight, value in terms.values())
             return total, {f"loss_{name}": value for name, (_, value) in terms.items()}
 
@@ -154,25 +129,6 @@ def make_train_step(
         return new_state, step_metrics
 
     return train_step
-
-
-def load_teacher(
-    config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
-) -> tuple[Any, Any]:
-    """The frozen teacher model and its parameters (replicated), or ``(None, None)``.
-
-    The teacher's own model config is read from its workdir and recorded in
-    ``config.teacher.model`` so the student's workdir documents what it learned from.
-    """
-    if not config.teacher.workdir:
-        return None, None
-    teacher_config, teacher_params = checkpoints.restore_params(
-        config.teacher.workdir, which=config.teacher.which, ema=config.teacher.ema
-    )
-    with config.unlocked():
-        config.teacher.model = teacher_config.model
-    # Restored on one local device; via host memory to every device of the mesh.
-    return build_model(teacher_config.model), parallel.replicate(jax.device_get(teacher_params), mesh)
 
 
 class _PreemptionFlag:
@@ -214,66 +170,45 @@ class _PreemptionFlag:
         return bool(np.any(flags))
 
 
-# The last teacher-labelled pool, reused by the next run with the same data, teacher and
-# feature taps: a suite distilling several students computes it once.
-_TEACHER_POOL_CACHE: dict[str, list[dict[str, Any]]] = {}
+def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(values, dict):
+        return {prefix: values}
+    flat = {}
+    for key, value in values.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
+    return flat
 
 
-def _training_pool(
-    config: ml_collections.ConfigDict, teacher, teacher_params, mesh: jax.sharding.Mesh
-) -> list[dict[str, Any]]:
-    """The first ``config.pool_batches`` batches of the training stream, labelled by the teacher.
+def check_workdir(workdir: Path, config: ml_collections.ConfigDict, *, allow_config_change: bool = False) -> None:
+    """Refuses a workdir that training would damage, before anything is written.
 
-    With a teacher, each batch gains ``teacher_output`` and the ``teacher_features``
-    that ``config.loss.feature_pairs`` names (stored as float16 to halve their memory),
-    even when their weight is 0, so that variants with and without feature KD share a pool.
+    A model folder (a released or exported model) is never trained into, and a workdir
+    started with another config is not resumed unless ``allow_config_change``: its
+    checkpoints would not fit the new model, or would silently continue another experiment.
     """
-    feature_names = (
-        sorted({name for _, name in train_state_lib.parse_feature_pairs(config.loss.feature_pairs)})
-        if teacher is not None
-        else []
-    )
-    key = json.dumps(
-        [config.data.to_dict(), config.batch_size, config.seed, config.pool_batches,
-         config.teacher.to_dict(), feature_names],
-        sort_keys=True, default=str,
-    )
-    if teacher is not None and key in _TEACHER_POOL_CACHE:
-        logging.info("Reusing the teacher-labelled pool of %d batches.", config.pool_batches)
-        return _TEACHER_POOL_CACHE[key]
-
-    def label(params, images):
-        output, features = teacher.apply(
-            {"params": params}, to_unit_float(images), train=False, return_features=True
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir={workdir} is a file; pass a folder (new or of an earlier run).")
+    if weights.is_model_folder(workdir):
+        raise ValueError(
+            f"--workdir={workdir} is an exported model folder; train into a new --workdir "
+            f"(use --config.teacher.workdir={workdir} to distil from it)."
         )
-        return output, {name: features[name].astype(jnp.float16) for name in feature_names}
-
-    label = jax.jit(label)
-    stream = iter(data.make_train_dataset(config.data, global_batch_size=config.batch_size, seed=config.seed))
-    pool = []
-    start = time.perf_counter()
-    for index in range(config.pool_batches):
-        local = next(stream)
-        if teacher is not None:
-            images = parallel.shard_batch({"input": local["input"]}, mesh)["input"]
-            output, features = jax.tree.map(_local_rows, label(teacher_params, images))
-            local = {**local, "teacher_output": output, "teacher_features": features}
-            if (index + 1) % 16 == 0:
-                logging.info(
-                    "Teacher labelled %d/%d pool batches (%.1f s per batch).",
-                    index + 1, config.pool_batches, (time.perf_counter() - start) / (index + 1),
-                )
-        pool.append(local)
-    stream.close()
-    if teacher is not None:
-        _TEACHER_POOL_CACHE.clear()
-        _TEACHER_POOL_CACHE[key] = pool
-    return pool
-
-
-def _local_rows(array: jax.Array) -> np.ndarray:
-    """This host's rows of a batch-sharded array."""
-    return np.concatenate([np.asarray(shard.data) for shard in array.addressable_shards], axis=0)
+    if not (workdir / weights.CONFIG_FILE).is_file() or allow_config_change:
+        return
+    previous = _flatten(weights.load_config(workdir).to_dict())
+    # The teacher's model config is filled in from the teacher's folder when the run starts.
+    current = _flatten(config.to_dict())
+    differing = sorted(
+        key for key in previous.keys() | current.keys()
+        if not key.startswith("teacher.model") and json.dumps(previous.get(key), default=str)
+        != json.dumps(current.get(key), default=str)
+    )
+    if differing:
+        raise ValueError(
+            f"--workdir={workdir} was started with another config ({', '.join(differing[:5])}"
+            f"{', ...' if len(differing) > 5 else ''} differ); use a new --workdir, or pass "
+            "--allow_config_change to resume it with the new config."
+        )
 
 
 def _format_eta(seconds: float) -> str:
@@ -288,6 +223,8 @@ def train_and_evaluate(
     *,
     devices: list[jax.Device] | None = None,
     batch_hook: Callable[[int, dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+    label_cache: distill.TeacherLabelCache | None = None,
+    allow_config_change: bool = False,
 ) -> dict[str, Any]:
     """Trains ``config.model`` (distilling from ``config.teacher`` when set) in ``workdir``.
 
@@ -300,6 +237,10 @@ def train_and_evaluate(
       devices: the devices of the data-parallel mesh (default: all).
       batch_hook: test hook ``(step, local_batch) -> local_batch`` applied to
         every batch before it is sharded.
+      label_cache: where a teacher-labelled pool is kept for the next run (a suite passes
+        one to all its runs); default: a new one.
+      allow_config_change: resume a workdir whose ``config.json`` differs from ``config``
+        (the new config replaces it); otherwise such a workdir is refused, naming the keys.
     """
     config = ml_collections.ConfigDict(config.to_dict())  # never mutate the caller's config
     config_lib.validate(config)
@@ -308,23 +249,25 @@ def train_and_evaluate(
     parallel.check_batch_size(config.batch_size, mesh)
     is_chief = jax.process_index() == 0
 
-    teacher, teacher_params = load_teacher(config, mesh)
+    check_workdir(workdir, config, allow_config_change=allow_config_change)
+
+    teacher = distill.load_teacher(config, mesh)
+    teacher_params = None if teacher is None else teacher.params
     model = build_model(config.model)
-    adapters, _, _ = train_state_lib.build_adapters(config, model, teacher)
+    adapters = distill.build_adapters(config, model, None if teacher is None else teacher.model)
     tx = train_state_lib.make_optimizer(config)
     init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
 
     replicated = parallel.replicated(mesh)
     state = jax.jit(
-        lambda rng: train_state_lib.create_train_state(
-            train_state_lib.init_params(config, model, rng, teacher), tx
-        ),
+        lambda rng: train_state_lib.create_train_state(train_state_lib.init_params(config, model, rng, adapters), tx),
         out_shardings=replicated,
     )(init_rng)
     train_rng = parallel.replicate(train_rng, mesh)
 
     if is_chief:
-        checkpoints.save_config(workdir, config)
+        weights.save_config(workdir, config)
+    logging.info("Run config:\n%s", config.to_json_best_effort(indent=2, sort_keys=True))
     train_data = data.make_train_dataset(
         config.data, global_batch_size=config.batch_size, seed=config.seed
     )
@@ -339,10 +282,16 @@ def train_and_evaluate(
     # (a finished run, resumed to be evaluated, needs no pool).
     pool = None
     if config.pool_batches and start_step < config.num_steps:
-        pool = _training_pool(config, teacher, teacher_params, mesh)
+        pool = (label_cache or distill.TeacherLabelCache()).pool(config, teacher, mesh)
 
     train_step = jax.jit(
-        make_train_step(config, model, tx, None if pool else teacher, adapters),
+        make_train_step(
+            config,
+            model,
+            tx,
+            None if pool or teacher is None else teacher.model,
+            None if adapters is None else adapters.adapters,
+        ),
         donate_argnums=(0,),
         out_shardings=(replicated, replicated),
     )
@@ -352,7 +301,6 @@ def train_and_evaluate(
         config,
         model,
         teacher=teacher,
-        teacher_params=teacher_params,
         writer=writer,
         grid_dir=workdir / "grids" if is_chief else None,
     )
@@ -371,10 +319,15 @@ def train_and_evaluate(
         if bool(step_metrics["finite"]):
             return
         manager.wait_until_finished()
+        last_good = manager.latest_step()
+        kept = (
+            f"the last good checkpoint (step {last_good}) in {workdir} is kept"
+            if last_good is not None
+            else "no checkpoint had been saved yet"
+        )
         raise NonFiniteLossError(
             f"Training diverged at step {at_step}: the loss or a gradient is NaN or inf "
-            f"(loss={float(step_metrics['loss'])}); the last good checkpoint "
-            f"(step {manager.latest_step()}) in {workdir} is kept. Lower "
+            f"(loss={float(step_metrics['loss'])}) and {kept}; lower "
             "config.optim.learning_rate or check the data for corrupt images."
         )
 

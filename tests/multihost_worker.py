@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kdjax import checkpoints, parallel, train  # noqa: E402
+from kdjax import parallel, train, weights  # noqa: E402
 from test_train import tiny_config  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def main(port: str, process_id: str, workdir: str, eval_root: str) -> None:
     config.distributed.process_id = int(process_id)
     parallel.initialize_distributed(config)
     report = train.train_and_evaluate(config, workdir)
-    _, params = checkpoints.restore_params(workdir, which="latest", ema=False)
+    _, params = weights.restore_params(workdir, which="latest", ema=False)
     leaves = [np.asarray(leaf, np.float64) for leaf in jax.tree.leaves(params)]
     print(json.dumps({
         "process_index": jax.process_index(),

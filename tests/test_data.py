@@ -4,6 +4,7 @@ import collections
 import json
 import logging
 import pickle
+import sys
 from pathlib import Path
 
 import grain
@@ -15,6 +16,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from kdjax import data, degradations
+from kdjax.data import transforms
 from kdjax.images import ImageReadError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -234,6 +236,13 @@ def test_tfds_source_reads_mock_data_and_trains():
         assert batch["input"].shape == (4, 16, 16, 3)
 
 
+def test_tfds_source_without_the_extra_names_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # import fails as if not installed
+    with pytest.raises(data.DataSourceError, match=r"kdjax\[tfds\]") as error:
+        data.TfdsImages("div2k/bicubic_x2")
+    assert "div2k/bicubic_x2" in _one_sentence(error)
+
+
 def test_unknown_tfds_name_is_one_sentence():
     with pytest.raises(data.DataSourceError, match=r"tfds\.list_builders\(\)") as error:
         data.TfdsImages("no_such_dataset_xyz")
@@ -330,8 +339,8 @@ def test_flips_and_rotations_come_before_an_anisotropic_degradation():
     image = _texture(65, 57, 0)  # evaluation's mod crop keeps 64 x 56, so do the patches
     symmetries = _symmetries(data.mod_crop(image, 2))
     degraded = [degradation(np.ascontiguousarray(s), np.random.default_rng(0)) for s in symmetries]
-    patch = data.TrainPatch(patch_size=16, degradation=degradation, min_size_policy="error", augment=True)
-    transforms = set()
+    patch = transforms.TrainPatch(patch_size=16, degradation=degradation, min_size_policy="error", augment=True)
+    applied = set()
     for seed in range(12):
         example = patch({"image": image, "name": "texture"}, np.random.default_rng(seed))
         ((transform, (top, left)),) = [
@@ -340,8 +349,8 @@ def test_flips_and_rotations_come_before_an_anisotropic_degradation():
             if (place := _find(symmetry, example["target"])) is not None
         ]
         np.testing.assert_array_equal(example["input"], degraded[transform][top : top + 16, left : left + 16])
-        transforms.add(transform)
-    assert len(transforms) > 3
+        applied.add(transform)
+    assert len(applied) > 3
 
 
 def test_hosts_get_disjoint_shards_covering_each_epoch(tmp_path):
@@ -432,7 +441,7 @@ def test_errors_inside_the_pipeline_name_the_file(tmp_path):
         _batches(config, 2)
     assert str(cut) in _one_sentence(error)
 
-    patch = data.TrainPatch(patch_size=4, degradation=None, min_size_policy="error", augment=False)
+    patch = transforms.TrainPatch(patch_size=4, degradation=None, min_size_policy="error", augment=False)
     with pytest.raises(data.ExamplePreparationError) as error:
         patch({"input": np.zeros((8, 8, 3), np.uint8), "target": np.zeros((8,), np.uint8), "name": "odd.png"},
               np.random.default_rng(0))

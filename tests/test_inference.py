@@ -1,4 +1,4 @@
-"""Tests for kdjax.inference: tile plans, tiled == untiled for convs, no seams for the Swin
+"""Tests for kdjax.serving: tile plans, tiled == untiled for convs, no seams for the Swin
 teacher, sizes and channel layouts, compile caching, self-ensemble, and `sharpen_paths`."""
 
 from __future__ import annotations
@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import subprocess
+import sys
 
 import flax.linen as nn
 import grain
@@ -16,10 +18,13 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from kdjax import checkpoints, inference, train_state
+from kdjax import checkpoints, serving, train_state, weights
+from kdjax.serving import files, tiling
+from kdjax.serving import sharpener as sharpener_lib
 from kdjax import config as config_lib
 from kdjax.images import ImageReadError
 from kdjax.models import build_model, model_config
+from kdjax.models.base import ImageModel
 
 TINY_RESIDUAL = {"width": 8, "num_blocks": 2}
 TINY_REALTIME = {"width": 8, "num_blocks": 1}
@@ -54,7 +59,7 @@ def _residual():
     return model, _init(model)
 
 
-class Identity(nn.Module):
+class Identity(ImageModel):
     """Returns its input: equivariant to every flip and rotation."""
 
     @nn.compact
@@ -62,7 +67,7 @@ class Identity(nn.Module):
         return x
 
 
-class ColumnRamp(nn.Module):
+class ColumnRamp(ImageModel):
     """Ignores the image and predicts column / (W - 1): not flip or rotation equivariant."""
 
     @nn.compact
@@ -75,7 +80,7 @@ class ColumnRamp(nn.Module):
     "length, tile, overlap, multiple", [(150, 64, 24, 1), (1080, 512, 32, 8), (348, 160, 76, 4), (65, 64, 16, 1)]
 )
 def test_tile_plan_covers_the_axis_with_weights_summing_to_one(length, tile, overlap, multiple):
-    plan = inference.plan_axis(length, tile, overlap, multiple)
+    plan = tiling.plan_axis(length, tile, overlap, multiple)
     starts = plan.starts
     assert starts[0] == 0 and starts[-1] + plan.size == length
     assert plan.size % multiple == 0 and np.all(starts % multiple == 0)
@@ -94,9 +99,9 @@ def test_tile_plan_covers_the_axis_with_weights_summing_to_one(length, tile, ove
 
 
 def test_tile_plan_is_one_tile_when_the_axis_fits():
-    plan = inference.plan_axis(40, 64, 16)
+    plan = tiling.plan_axis(40, 64, 16)
     assert plan.starts.tolist() == [0] and plan.size == 40 and np.all(plan.weights == 1)
-    assert inference.plan_axis(40, None, 16).size == 40
+    assert tiling.plan_axis(40, None, 16).size == 40
 
 
 @pytest.mark.parametrize(
@@ -111,15 +116,15 @@ def test_tiled_equals_untiled_for_a_conv_whose_receptive_field_fits_the_overlap(
     images = jax.random.uniform(jax.random.key(1), (*shape, 3))
     tiled = jax.jit(
         functools.partial(
-            inference.predict,
+            tiling.predict,
             _apply_fn(model),
             tile=tile,
             overlap=overlap,
             tile_batch=3,
-            multiple=inference.size_multiple(model),
+            multiple=model.size_multiple,
         )
     )(params, images)
-    rows = inference.plan_axis(shape[1] + (-shape[1] % 4), tile, overlap, 4)
+    rows = tiling.plan_axis(shape[1] + (-shape[1] % 4), tile, overlap, 4)
     assert len(rows.starts) >= 2  # really tiled
     untiled = jax.jit(_apply_fn(model))(params, images)
     assert float(jnp.abs(untiled - images).max()) > 0.1  # the model changes the image
@@ -130,7 +135,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2)))
 
 
-def _tile_edges(plan: inference.AxisTiles, length: int) -> list[int]:
+def _tile_edges(plan: tiling.AxisTiles, length: int) -> list[int]:
     """Pixels where a tile begins or ends inside the image (where seams would show)."""
     edges = {int(s) for s in plan.starts[1:]} | {int(s) + plan.size - 1 for s in plan.starts[:-1]}
     return sorted(e for e in edges if e < length)
@@ -148,11 +153,11 @@ def test_swin_teacher_tiled_matches_untiled_without_seams():
     params = _init(model, output_gain=0.02)
     image = skimage.data.astronaut()[:300, :500].astype(np.float32)[None] / 255.0
     apply = jax.jit(_apply_fn(model))
-    tile, overlap, multiple = 128, 32, inference.size_multiple(model)
+    tile, overlap, multiple = 128, 32, model.size_multiple
     assert multiple == 8
     tiled = jax.jit(
         functools.partial(
-            inference.predict, _apply_fn(model), tile=tile, overlap=overlap, tile_batch=4, multiple=multiple
+            tiling.predict, _apply_fn(model), tile=tile, overlap=overlap, tile_batch=4, multiple=multiple
         )
     )(params, image)
     tiled, untiled = np.asarray(tiled)[0], np.asarray(apply(params, image))[0]
@@ -163,8 +168,8 @@ def test_swin_teacher_tiled_matches_untiled_without_seams():
     assert _psnr(tiled, untiled) > 50
 
     error = np.abs(tiled - untiled).max(-1)
-    rows = inference.plan_axis(304, tile, overlap, multiple)
-    cols = inference.plan_axis(504, tile, overlap, multiple)
+    rows = tiling.plan_axis(304, tile, overlap, multiple)
+    cols = tiling.plan_axis(504, tile, overlap, multiple)
     seams = _near(_tile_edges(rows, 300), 300)[:, None] | _near(_tile_edges(cols, 500), 500)[None, :]
     assert seams.any() and (~seams).any()
     assert error[seams].max() < 2 * error[~seams].max() + 1e-6
@@ -182,7 +187,7 @@ def test_sharpener_handles_odd_tiny_grayscale_and_rgba_images():
     model, params = _residual()
     # The overlap holds 4x the receptive-field radius: tiling does not change the output.
     overlap = 4 * _receptive_radius("residual", TINY_RESIDUAL)
-    sharpener = inference.Sharpener(model, params, tile=2 * overlap, overlap=overlap, tile_batch=2)
+    sharpener = serving.Sharpener(model, params, tile=2 * overlap, overlap=overlap, tile_batch=2)
     rng = np.random.default_rng(0)
     apply = jax.jit(_apply_fn(model))
 
@@ -208,13 +213,13 @@ def test_sharpener_handles_odd_tiny_grayscale_and_rgba_images():
     assert np.abs(sharpener.sharpen(rgb).astype(int) - rgb).mean() > 1  # not an identity
 
     realtime = build_model(model_config("realtime", **TINY_REALTIME))  # pads to multiples of 4
-    out = inference.Sharpener(realtime, _init(realtime), tile=16, overlap=4).sharpen(rgb[:3, :5])
+    out = serving.Sharpener(realtime, _init(realtime), tile=16, overlap=4).sharpen(rgb[:3, :5])
     assert out.shape == (3, 5, 3)
 
 
 def test_same_shape_compiles_once_and_batches_match_single_images():
     model, params = _residual()
-    sharpener = inference.Sharpener(model, params, tile=32, overlap=8, tile_batch=4)
+    sharpener = serving.Sharpener(model, params, tile=32, overlap=8, tile_batch=4)
     frames = np.random.default_rng(1).integers(0, 256, (3, 40, 50, 3), dtype=np.uint8)
     first = sharpener.sharpen(frames[0])
     assert sharpener.trace_count == 1
@@ -241,15 +246,15 @@ def test_same_shape_compiles_once_and_batches_match_single_images():
 
 def test_auto_tile_runs_whole_images_only_within_the_memory_budget(monkeypatch):
     model, params = _residual()
-    monkeypatch.setattr(inference, "AUTO_TILE", 32)
+    monkeypatch.setattr(sharpener_lib, "AUTO_TILE", 32)
     frame = np.random.default_rng(2).integers(0, 256, (64, 96, 3), dtype=np.uint8)
-    roomy = inference.Sharpener(model, params, overlap=8, memory_budget_mib=1e6)
+    roomy = serving.Sharpener(model, params, overlap=8, memory_budget_mib=1e6)
     roomy.sharpen(frame)
     assert roomy.trace_count == 1  # the whole-image function fits: used as is
-    tight = inference.Sharpener(model, params, overlap=8, memory_budget_mib=0)
+    tight = serving.Sharpener(model, params, overlap=8, memory_budget_mib=0)
     tight_out = tight.sharpen(frame)
     assert tight.trace_count == 2  # whole image planned, over budget, then tiles of 32
-    tiled = inference.Sharpener(model, params, tile=32, overlap=8)
+    tiled = serving.Sharpener(model, params, tile=32, overlap=8)
     np.testing.assert_array_equal(tight_out, tiled.sharpen(frame))
     assert tight.compiled((1, 64, 96, 3)).memory_analysis().temp_size_in_bytes < (
         roomy.compiled((1, 64, 96, 3)).memory_analysis().temp_size_in_bytes
@@ -259,20 +264,20 @@ def test_auto_tile_runs_whole_images_only_within_the_memory_budget(monkeypatch):
 def test_invalid_settings_are_rejected():
     model, params = _residual()
     with pytest.raises(ValueError, match="overlap=40"):
-        inference.Sharpener(model, params, tile=64, overlap=40)
+        serving.Sharpener(model, params, tile=64, overlap=40)
     with pytest.raises(ValueError, match="tile_batch=0"):
-        inference.Sharpener(model, params, tile_batch=0)
+        serving.Sharpener(model, params, tile_batch=0)
 
 
 def test_self_ensemble_maps_predictions_back_before_averaging():
     image = np.random.default_rng(2).integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    identity = inference.Sharpener(Identity(), {}, tile=16, overlap=4, self_ensemble=True)
+    identity = serving.Sharpener(Identity(), {}, tile=16, overlap=4, self_ensemble=True)
     np.testing.assert_array_equal(identity.sharpen(image), image)
 
     # column / (W - 1), averaged over its flips and transposes, is 0.5 everywhere.
     floats = jnp.asarray(image[None], jnp.float32) / 255.0
     ramp = functools.partial(ColumnRamp().apply, {"params": {}})
-    predict = functools.partial(inference.predict, lambda p, x: ramp(x), {}, tile=None, overlap=0, tile_batch=1)
+    predict = functools.partial(tiling.predict, lambda p, x: ramp(x), {}, tile=None, overlap=0, tile_batch=1)
     np.testing.assert_allclose(np.asarray(predict(floats, self_ensemble=True)), 0.5, atol=1e-6)
     assert float(jnp.ptp(predict(floats, self_ensemble=False))) == pytest.approx(1.0)
 
@@ -284,12 +289,12 @@ def _save_png(path, array):
 
 @pytest.fixture
 def identity_sharpener():
-    return inference.Sharpener(Identity(), {}, tile=None)
+    return serving.Sharpener(Identity(), {}, tile=None)
 
 
 def test_sharpen_paths_mirrors_a_folder_and_skips_unreadable_files(tmp_path, caplog):
     model, params = _residual()
-    sharpener = inference.Sharpener(model, params, tile=None)
+    sharpener = serving.Sharpener(model, params, tile=None)
     rng = np.random.default_rng(3)
     images = {name: rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for name in ("a.png", "sub/deeper/b.bmp")}
     for name, image in images.items():
@@ -297,8 +302,8 @@ def test_sharpen_paths_mirrors_a_folder_and_skips_unreadable_files(tmp_path, cap
     (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
     (tmp_path / "in" / "notes.txt").write_text("ignored")
 
-    with caplog.at_level(logging.WARNING, logger="kdjax.inference"):
-        written = inference.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out")
+    with caplog.at_level(logging.WARNING, logger="kdjax.serving.files"):
+        written = files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out")
     assert sorted(written) == [tmp_path / "out" / "a.png", tmp_path / "out" / "sub" / "deeper" / "b.png"]
     assert "broken.png" in caplog.text
     for name, image in images.items():
@@ -308,26 +313,26 @@ def test_sharpen_paths_mirrors_a_folder_and_skips_unreadable_files(tmp_path, cap
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "sub"]
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="kdjax.inference"):
-        assert inference.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out") == []
+    with caplog.at_level(logging.WARNING, logger="kdjax.serving.files"):
+        assert files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out") == []
     assert "already exists" in caplog.text
-    assert len(inference.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out", overwrite=True)) == 2
+    assert len(files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out", overwrite=True)) == 2
 
 
 def test_sharpen_paths_single_file(tmp_path, identity_sharpener):
     image = np.random.default_rng(4).integers(0, 256, (9, 8, 3), dtype=np.uint8)
     _save_png(tmp_path / "photo.png", image)
-    assert inference.sharpen_paths(identity_sharpener, tmp_path / "photo.png", tmp_path / "out") == [
+    assert files.sharpen_paths(identity_sharpener, tmp_path / "photo.png", tmp_path / "out") == [
         tmp_path / "out" / "photo.png"
     ]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "photo.png")), image)
     with pytest.raises(ValueError, match="already exists"):
-        inference.sharpen_paths(identity_sharpener, tmp_path / "photo.png", tmp_path / "out" / "photo.png")
+        files.sharpen_paths(identity_sharpener, tmp_path / "photo.png", tmp_path / "out" / "photo.png")
     (tmp_path / "broken.png").write_bytes(b"\x89PNG truncated")
     with pytest.raises(ImageReadError, match="broken.png"):
-        inference.sharpen_paths(identity_sharpener, tmp_path / "broken.png", tmp_path / "out")
+        files.sharpen_paths(identity_sharpener, tmp_path / "broken.png", tmp_path / "out")
     with pytest.raises(FileNotFoundError, match="missing.png"):
-        inference.sharpen_paths(identity_sharpener, tmp_path / "missing.png", tmp_path / "out")
+        files.sharpen_paths(identity_sharpener, tmp_path / "missing.png", tmp_path / "out")
 
 
 def test_sharpen_paths_never_overwrites_inputs(tmp_path, identity_sharpener):
@@ -335,14 +340,14 @@ def test_sharpen_paths_never_overwrites_inputs(tmp_path, identity_sharpener):
     _save_png(tmp_path / "in" / "a.png", image)
     before = (tmp_path / "in" / "a.png").read_bytes()
     with pytest.raises(ValueError, match="input folder"):
-        inference.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / ".." / "in", overwrite=True)
+        files.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / ".." / "in", overwrite=True)
     with pytest.raises(ValueError, match="overwrite input"):
-        inference.sharpen_paths(identity_sharpener, tmp_path / "in" / "a.png", tmp_path / "in", overwrite=True)
+        files.sharpen_paths(identity_sharpener, tmp_path / "in" / "a.png", tmp_path / "in", overwrite=True)
     assert (tmp_path / "in" / "a.png").read_bytes() == before
 
     # An output folder inside the input folder is not read back as input on a second run.
-    inference.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / "sharp")
-    assert inference.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / "sharp", overwrite=True) == [
+    files.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / "sharp")
+    assert files.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / "sharp", overwrite=True) == [
         tmp_path / "in" / "sharp" / "a.png"
     ]
 
@@ -351,14 +356,14 @@ def test_sharpen_paths_reports_an_unwritable_output(tmp_path, identity_sharpener
     _save_png(tmp_path / "in" / "a.png", np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "blocker").write_text("a file where the output folder should go")
     with pytest.raises((OSError, ValueError), match="blocker"):
-        inference.sharpen_paths(identity_sharpener, tmp_path / "in" / "a.png", tmp_path / "blocker" / "a.png")
+        files.sharpen_paths(identity_sharpener, tmp_path / "in" / "a.png", tmp_path / "blocker" / "a.png")
 
 
 def test_load_restores_the_ema_parameters_of_a_training_workdir(tmp_path):
     config = config_lib.base_config()
     config.model = model_config("residual", **TINY_RESIDUAL)
     config.checkpoint.async_save = False
-    checkpoints.save_config(tmp_path, config)
+    weights.save_config(tmp_path, config)
     model = build_model(config.model)
     state = train_state.create_train_state(
         {"model": _init(model), "adapters": {}}, train_state.make_optimizer(config)
@@ -369,24 +374,57 @@ def test_load_restores_the_ema_parameters_of_a_training_workdir(tmp_path):
     checkpoints.save(manager, state.replace(ema_params=ema), data_iter, metrics={"psnr_y": 20.0})
     manager.close()
 
-    sharpener = inference.load(tmp_path, which="latest", tile=None)
+    sharpener = serving.load(tmp_path, which="latest", tile=None)
     assert isinstance(sharpener.model, type(model)) and sharpener.tile is None
     jax.tree.map(np.testing.assert_array_equal, sharpener.params, ema["model"])
-    raw = inference.load(tmp_path, which="best", ema=False)
+    raw = serving.load(tmp_path, which="best", ema=False)
     jax.tree.map(np.testing.assert_array_equal, raw.params, state.params["model"])
 
     # An exported folder loads like the workdir it came from, without Orbax.
-    exported = checkpoints.export_params(tmp_path, tmp_path / "exported", which="latest")
+    exported = weights.export_params(tmp_path, tmp_path / "exported", which="latest")
     assert sorted(p.name for p in exported.iterdir()) == ["config.json", "export.json", "params.msgpack"]
     assert json.loads((exported / "export.json").read_text())["step"] == 0
-    jax.tree.map(np.testing.assert_array_equal, inference.load(exported).params, ema["model"])
+    jax.tree.map(np.testing.assert_array_equal, serving.load(exported).params, ema["model"])
     wrong = exported.parent / "wrong"
     wrong.mkdir()
     config.model = model_config("residual", **{**TINY_RESIDUAL, "width": TINY_RESIDUAL["width"] + 1})
-    checkpoints.save_config(wrong, config)
+    weights.save_config(wrong, config)
     (wrong / "params.msgpack").write_bytes((exported / "params.msgpack").read_bytes())
     with pytest.raises(ValueError, match="wrong shape for residual"):
-        inference.load(wrong)
+        serving.load(wrong)
 
-    with pytest.raises(FileNotFoundError, match="not a kdjax training workdir"):
-        inference.load(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a released model"):
+        serving.load(tmp_path / "nowhere")
+
+
+def test_loading_a_distillation_workdir_builds_no_optimizer_and_no_teacher(tmp_path):
+    """Serving reads only the student's parameters: a process that loads a distilled student's
+    workdir never imports the optimizer library or training code, and never opens the teacher
+    (its folder here does not exist, and feature adapters are configured)."""
+    config = config_lib.base_config()
+    config.model = model_config("residual", **TINY_RESIDUAL)
+    config.teacher.workdir = str(tmp_path / "teacher_that_is_gone")
+    config.teacher.model = model_config("swin_tiny")
+    config.loss.output_kd_weight = 0.5
+    config.loss.feature_kd_weight = 0.1
+    config.loss.feature_pairs = "block_0:group_0"
+    config.checkpoint.async_save = False
+    weights.save_config(tmp_path / "student", config)
+    model = build_model(config.model)
+    adapters = {"block_0_to_group_0": {"kernel": np.zeros((1, 1, TINY_RESIDUAL["width"], 24)), "bias": np.zeros(24)}}
+    state = train_state.create_train_state(
+        {"model": _init(model), "adapters": adapters}, train_state.make_optimizer(config)
+    )
+    manager = checkpoints.make_manager(tmp_path / "student", config)
+    checkpoints.save(manager, state, iter(grain.MapDataset.range(4).to_iter_dataset()))
+    manager.close()
+    script = (
+        "import sys, kdjax; "
+        f"sharpener = kdjax.load({str(tmp_path / 'student')!r}); "
+        "loaded = [m for m in ('optax', 'kdjax.train_state', 'kdjax.distill', 'kdjax.train', 'kdjax.data') "
+        "if m in sys.modules]; "
+        "assert sharpener.params; "
+        "assert not loaded, loaded"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

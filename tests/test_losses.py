@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import losses
+from kdjax import distill, losses
 
 
 def test_pixel_losses_match_their_definitions():
@@ -27,7 +27,7 @@ def test_ssim_loss_is_zero_for_identical_images_and_positive_otherwise():
 
 
 def test_adapters_map_student_features_to_teacher_channels_and_resolution():
-    adapters = losses.FeatureAdapters(pairs=(("block_0", "group_0"),), teacher_channels=(12,))
+    adapters = distill.FeatureAdapters(pairs=(("block_0", "group_0"),), teacher_channels=(12,))
     student = {"block_0": jnp.ones((2, 8, 8, 5))}
     teacher_shapes = [(2, 16, 16, 12)]
     params = adapters.init(jax.random.key(0), student, teacher_shapes)
@@ -39,15 +39,15 @@ def test_affinity_loss_ignores_channel_count_and_scale_but_sees_structure():
     key1, key2 = jax.random.split(jax.random.key(1))
     teacher = jax.random.normal(key1, (1, 8, 8, 6))
     # Same spatial structure, features scaled: cosine affinities are identical.
-    assert float(losses.feature_loss(3.0 * teacher, teacher, "affinity")) == pytest.approx(0.0, abs=1e-5)
+    assert float(distill.feature_loss(3.0 * teacher, teacher, "affinity")) == pytest.approx(0.0, abs=1e-5)
     other = jax.random.normal(key2, (1, 8, 8, 6))
-    assert float(losses.feature_loss(other, teacher, "affinity")) > 0.1
+    assert float(distill.feature_loss(other, teacher, "affinity")) > 0.1
 
 
 def test_feature_loss_passes_no_gradient_to_the_teacher():
     student = jnp.ones((1, 4, 4, 2))
     teacher = jnp.zeros((1, 4, 4, 2))
-    grad_teacher = jax.grad(lambda t: losses.feature_loss(student, t, "l2"))(teacher)
+    grad_teacher = jax.grad(lambda t: distill.feature_loss(student, t, "l2"))(teacher)
     assert float(jnp.abs(grad_teacher).max()) == 0.0
     with pytest.raises(ValueError, match="config.loss.feature_kd"):
-        losses.feature_loss(student, teacher, "cosine")
+        distill.feature_loss(student, teacher, "cosine")

@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import portpicker
 
-from kdjax import checkpoints, train
+from kdjax import train, weights
 from test_train import tiny_config
 
 WORKER = Path(__file__).with_name("multihost_worker.py")
@@ -48,6 +48,6 @@ def test_two_processes_train_together_and_agree(tmp_path):
     # within the batch), so it must reach the same parameters up to float rounding.
     single = tmp_path / "single"
     train.train_and_evaluate(tiny_config(tmp_path, steps=4), single, devices=jax.devices()[:2])
-    _, params = checkpoints.restore_params(single, which="latest", ema=False)
+    _, params = weights.restore_params(single, which="latest", ema=False)
     first = [float(np.ravel(leaf)[0]) for leaf in jax.tree.leaves(params)]
     np.testing.assert_allclose(first, outputs[0]["first"], rtol=1e-4, atol=1e-6)

@@ -9,12 +9,12 @@ import pytest
 import skimage.data
 
 import kdjax
-from kdjax import config as config_lib
 from kdjax import evaluation
+from kdjax.configs import common
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "pretrained"
-SHARED = REPO / config_lib.SHARED_DATA
+SHARED = REPO / common.SHARED_DATA
 BENCHMARK_ROWS = {
     row["run"]: row
     for row in json.loads((REPO / "benchmarks" / "results" / "x2_benchmark.json").read_text())
@@ -39,8 +39,9 @@ def test_released_weights_reproduce_their_benchmark_row(name):
         assert results[set_name]["model"]["ssim_y"] == pytest.approx(expected["ssim_y"], abs=1e-4)
 
 
-def test_kdjax_load_gives_a_working_sharpener():
+def test_kdjax_load_finds_released_models_by_name_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     image = np.asarray(skimage.data.astronaut())[:72, :100]
-    sharp = kdjax.load(str(PRETRAINED / "realtime_kd_x2")).sharpen(image)
+    sharp = kdjax.load("realtime_kd_x2").sharpen(image)
     assert sharp.shape == image.shape and sharp.dtype == np.uint8
     assert np.abs(sharp.astype(int) - image).mean() > 0.5

@@ -16,7 +16,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from kdjax import checkpoints, evaluation, parallel, train
+from kdjax import checkpoints, distill, evaluation, parallel, train, weights
 from kdjax import config as config_lib
 from kdjax import data
 from kdjax import train_state as train_state_lib
@@ -106,7 +106,7 @@ class _Killed(Exception):
 
 def _raw_params(workdir: Path, step: int):
     manager = checkpoints.make_manager(workdir, read_only=True)
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore())).state
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore())).state
     manager.close()
     return state
 
@@ -140,7 +140,7 @@ def test_distillation_keeps_the_teacher_frozen_and_out_of_student_checkpoints(tm
     teacher_config = tiny_config(tmp_path, model=model_config("swin_tiny", **TINY_TEACHER), steps=3)
     teacher_dir = tmp_path / "teacher"
     train.train_and_evaluate(teacher_config, teacher_dir, devices=jax.devices()[:1])
-    _, teacher_before = checkpoints.restore_params(teacher_dir)
+    _, teacher_before = weights.restore_params(teacher_dir)
     teacher_files_before = sorted(str(p) for p in teacher_dir.rglob("*"))
 
     student_config = tiny_config(tmp_path, steps=3)
@@ -151,7 +151,7 @@ def test_distillation_keeps_the_teacher_frozen_and_out_of_student_checkpoints(tm
     student_config.loss.feature_pairs = "block_1:group_0"
     report = train.train_and_evaluate(student_config, tmp_path / "student", devices=jax.devices()[:1])
 
-    _, teacher_after = checkpoints.restore_params(teacher_dir)
+    _, teacher_after = weights.restore_params(teacher_dir)
     for a, b in zip(jax.tree.leaves(teacher_before), jax.tree.leaves(teacher_after)):
         np.testing.assert_array_equal(a, b)
     assert sorted(str(p) for p in teacher_dir.rglob("*")) == teacher_files_before
@@ -163,7 +163,7 @@ def test_distillation_keeps_the_teacher_frozen_and_out_of_student_checkpoints(tm
     assert student_shapes == expected_shapes
     assert list(state["params"]["adapters"]) == ["block_1_to_group_0"]
     assert {"teacher", "model", "input"} <= set(report["results"])
-    saved = checkpoints.load_config(tmp_path / "student")
+    saved = weights.load_config(tmp_path / "student")
     assert saved.teacher.model.name == "swin_tiny"
 
     # Evaluating the workdir afterwards reproduces the run's own final evaluation.
@@ -202,7 +202,7 @@ def test_config_errors_are_one_clear_sentence(tmp_path):
         train.train_and_evaluate(config, tmp_path / "student", devices=jax.devices()[:1])
 
     # A teacher workdir with a config but no checkpoint yet.
-    checkpoints.save_config(tmp_path / "no_teacher_here", tiny_config(tmp_path))
+    weights.save_config(tmp_path / "no_teacher_here", tiny_config(tmp_path))
     with pytest.raises(FileNotFoundError, match="No checkpoint found"):
         train.train_and_evaluate(config, tmp_path / "student", devices=jax.devices()[:1])
 
@@ -234,7 +234,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
     assert checkpoints.make_manager(tmp_path / "run", read_only=True).latest_step() == 2
     assert signal.getsignal(signal.SIGTERM) is previous_handler
     # That checkpoint was saved without validation metrics: "best" falls back to it.
-    _, params = checkpoints.restore_params(tmp_path / "run", which="best")
+    _, params = weights.restore_params(tmp_path / "run", which="best")
     assert jax.tree.leaves(params)
 
 
@@ -242,6 +242,7 @@ def test_teacher_labelled_pool_trains_like_the_teacher_in_the_step(tmp_path):
     teacher_config = tiny_config(tmp_path, model=model_config("swin_tiny", **TINY_TEACHER), steps=2)
     train.train_and_evaluate(teacher_config, tmp_path / "teacher", devices=jax.devices()[:1])
     final_params = {}
+    label_cache = distill.TeacherLabelCache()
     for pool_batches in (0, 2):
         config = tiny_config(tmp_path, steps=2)
         config.teacher.workdir = str(tmp_path / "teacher")
@@ -250,12 +251,13 @@ def test_teacher_labelled_pool_trains_like_the_teacher_in_the_step(tmp_path):
         config.loss.feature_pairs = "block_0:group_1"
         config.pool_batches = pool_batches
         workdir = tmp_path / f"student_pool_{pool_batches}"
-        train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+        train.train_and_evaluate(config, workdir, devices=jax.devices()[:1], label_cache=label_cache)
         final_params[pool_batches] = _raw_params(workdir, 2)["params"]
     # The pool keeps teacher features as float16: equal up to that rounding.
     for a, b in zip(jax.tree.leaves(final_params[0]), jax.tree.leaves(final_params[2])):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
-    (cached_pool,) = train._TEACHER_POOL_CACHE.values()
+    mesh = parallel.make_mesh(jax.devices()[:1])
+    cached_pool = label_cache.pool(config, distill.load_teacher(config, mesh), mesh)  # labelled once, reused
     assert len(cached_pool) == 2 and cached_pool[0]["teacher_features"]["group_1"].dtype == np.float16
 
 

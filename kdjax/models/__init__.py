@@ -1,4 +1,8 @@
-"""Sharpening models: the Swin teacher, the CNN students, their registry and accounting."""
+"""Models: the Swin teacher, the CNN students, their registry and accounting.
+
+Every model follows the contract of ``kdjax.models.base`` (``scale``, ``size_multiple``,
+``role``, ``feature_names``); code outside this package asks those, never the class.
+"""
 
 from kdjax.models.registry import (
     MODEL_NAMES,
@@ -12,7 +16,6 @@ from kdjax.models.summary import (
     feature_shapes,
     forward_cost,
     gflops_per_frame,
-    model_summary,
 )
 
 __all__ = [
@@ -25,5 +28,4 @@ __all__ = [
     "forward_cost",
     "gflops_per_frame",
     "model_config",
-    "model_summary",
 ]

@@ -53,9 +53,9 @@ PRESETS: dict[str, Preset] = {
     "realtime": Preset(RealtimeCNN, {}),
 }
 
-TEACHER_NAMES: tuple[str, ...] = ("swin_tiny", "swin_light", "swin_base")
-STUDENT_NAMES: tuple[str, ...] = ("plain3", "residual", "separable", "realtime")
-MODEL_NAMES: tuple[str, ...] = TEACHER_NAMES + STUDENT_NAMES
+MODEL_NAMES: tuple[str, ...] = tuple(PRESETS)
+TEACHER_NAMES: tuple[str, ...] = tuple(name for name in PRESETS if PRESETS[name].module.role == "teacher")
+STUDENT_NAMES: tuple[str, ...] = tuple(name for name in PRESETS if PRESETS[name].module.role == "student")
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _CONFIG_KEYS = ("name", "dtype", "overrides")

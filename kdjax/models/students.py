@@ -1,7 +1,9 @@
-"""CNN students: small sharpening networks with the teacher's input/output contract.
+"""CNN students: small sharpening and upscaling networks with the teacher's input/output contract.
 
-Every student maps (N, H, W, 3) in [0, 1] to (N, H, W, 3) float32 (not clipped), predicts a
-residual added to the input (global residual), takes any H, W, and computes in `dtype` with
+Every student maps (N, H, W, 3) in [0, 1] to (N, H * scale, W * scale, 3) float32 (not
+clipped), predicts a residual added to the input (global residual; in the upscale task,
+`scale` > 1, the last conv predicts scale**2 times the channels, pixel-shuffled to the output
+size, and the residual is added to the bicubic-upscaled input), takes any H, W, and computes in `dtype` with
 float32 parameters. The conv producing the residual is zero-initialised, so a fresh student
 is the identity (output = input). Feature taps (`return_features=True`) are named
 `"block_{i}"` (each module lists them in its `feature_names` property), in the compute
@@ -28,12 +30,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kdjax.models.layers import add_global_residual, pad_to_multiple
+from kdjax.models.base import ImageModel
+from kdjax.models.layers import add_global_residual, pad_to_multiple, pixel_shuffle, pixel_unshuffle
 
 Features = dict[str, jax.Array]
 _zeros = nn.initializers.zeros
@@ -47,16 +49,6 @@ def _output(
     y: jax.Array, features: Features, return_features: bool
 ) -> jax.Array | tuple[jax.Array, Features]:
     return (y, features) if return_features else y
-
-
-def pixel_unshuffle(x: jax.Array, factor: int) -> jax.Array:
-    """(N, H, W, C) -> (N, H/f, W/f, C*f*f), channel order (C, fh, fw) as in PyTorch."""
-    return einops.rearrange(x, "n (h fh) (w fw) c -> n h w (c fh fw)", fh=factor, fw=factor)
-
-
-def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
-    """Inverse of `pixel_unshuffle`: (N, H, W, C*f*f) -> (N, H*f, W*f, C)."""
-    return einops.rearrange(x, "n h w (c fh fw) -> n (h fh) (w fw) c", fh=factor, fw=factor)
 
 
 class ResidualBlock(nn.Module):
@@ -127,7 +119,7 @@ class SeparableResidualBlock(nn.Module):
         return x + SeparableConv(width, dtype=self.dtype, name="sep_1")(y)
 
 
-class PlainCNN(nn.Module):
+class PlainCNN(ImageModel):
     """SRCNN-style plain CNN: conv+ReLU layers of `features` channels, then a conv to RGB.
 
     `kernel_sizes` has one entry per conv (len(features) + 1); the default is SRCNN 9-5-5.
@@ -135,6 +127,7 @@ class PlainCNN(nn.Module):
 
     features: tuple[int, ...] = (64, 32)
     kernel_sizes: tuple[int, ...] = (9, 5, 5)
+    scale: int = 1
     dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
@@ -163,9 +156,14 @@ class PlainCNN(nn.Module):
                 features[f"block_{index}"] = y
         last = self.kernel_sizes[-1]
         residual = nn.Conv(
-            3, (last, last), dtype=self.dtype, kernel_init=_zeros, name="conv_last"
+            3 * self.scale**2, (last, last), dtype=self.dtype, kernel_init=_zeros, name="conv_last"
         )(y)
-        return _output(add_global_residual(x, residual), features, return_features)
+        return _output(_reconstruct(x, residual, self.scale), features, return_features)
+
+
+def _reconstruct(x: jax.Array, residual: jax.Array, scale: int) -> jax.Array:
+    """The output from a residual with scale**2 times the channels of the image, at x's size."""
+    return add_global_residual(x, pixel_shuffle(residual, scale), scale)
 
 
 def _residual_trunk(
@@ -185,11 +183,12 @@ def _residual_trunk(
     return y, features
 
 
-class _BlockStudent(nn.Module):
+class _BlockStudent(ImageModel):
     """Fields of the students made of `num_blocks` blocks of `width` channels."""
 
     width: int = 32
     num_blocks: int = 4
+    scale: int = 1
     dtype: Any = jnp.float32
 
     @property
@@ -206,9 +205,9 @@ class ResidualCNN(_BlockStudent):
     ) -> jax.Array | tuple[jax.Array, Features]:
         del train  # No train-time behaviour.
         residual, features = _residual_trunk(
-            x.astype(self.dtype), self.width, self.num_blocks, 3, self.dtype, return_features
+            x.astype(self.dtype), self.width, self.num_blocks, 3 * self.scale**2, self.dtype, return_features
         )
-        return _output(add_global_residual(x, residual), features, return_features)
+        return _output(_reconstruct(x, residual, self.scale), features, return_features)
 
 
 class SeparableUNet(_BlockStudent):
@@ -219,6 +218,10 @@ class SeparableUNet(_BlockStudent):
     pixel-shuffled back to `width` at full resolution, plus the full-resolution encoder
     features (U-Net skip); a separable conv and a 3x3 conv to RGB.
     """
+
+    @property
+    def size_multiple(self) -> int:
+        return 2  # one stride-2 downsampling
 
     @nn.compact
     def __call__(
@@ -237,8 +240,8 @@ class SeparableUNet(_BlockStudent):
         y = nn.Dense(4 * self.width, dtype=self.dtype, name="up")(y)  # 1x1 conv, see SeparableConv
         y = nn.relu(pixel_shuffle(y, 2)) + encoded
         y = nn.relu(SeparableConv(self.width, dtype=self.dtype, name="fuse")(y))
-        residual = nn.Conv(3, (3, 3), dtype=self.dtype, kernel_init=_zeros, name="conv_last")(y)
-        return _output(add_global_residual(x, residual), features, return_features)
+        residual = nn.Conv(3 * self.scale**2, (3, 3), dtype=self.dtype, kernel_init=_zeros, name="conv_last")(y)
+        return _output(_reconstruct(x, residual, self.scale), features, return_features)
 
 
 class RealtimeCNN(_BlockStudent):
@@ -252,6 +255,10 @@ class RealtimeCNN(_BlockStudent):
     num_blocks: int = 3
     shuffle_factor: int = 4
 
+    @property
+    def size_multiple(self) -> int:
+        return self.shuffle_factor
+
     @nn.compact
     def __call__(
         self, x: jax.Array, *, train: bool = False, return_features: bool = False
@@ -259,7 +266,10 @@ class RealtimeCNN(_BlockStudent):
         del train  # No train-time behaviour.
         factor = self.shuffle_factor
         low = pixel_unshuffle(pad_to_multiple(x, factor).astype(self.dtype), factor)
+        # The last conv predicts every output pixel of its factor x factor input block, scale
+        # times larger in the upscale task.
+        out_factor = factor * self.scale
         y, features = _residual_trunk(
-            low, self.width, self.num_blocks, 3 * factor**2, self.dtype, return_features
+            low, self.width, self.num_blocks, 3 * out_factor**2, self.dtype, return_features
         )
-        return _output(add_global_residual(x, pixel_shuffle(y, factor)), features, return_features)
+        return _output(add_global_residual(x, pixel_shuffle(y, out_factor), self.scale), features, return_features)

@@ -9,7 +9,6 @@ real arrays or `jax.ShapeDtypeStruct`s: nothing here runs the model, it is only 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -17,8 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models.registry import build_model
-from kdjax.models.teacher import SwinIR
 
 FRAME_HEIGHT, FRAME_WIDTH = 1080, 1920
 # Parameters do not depend on the spatial size; 16 is a multiple of every window/factor.
@@ -98,33 +95,3 @@ def gflops_per_frame(
 ) -> float:
     """GFLOPs (multiply-add = 2) of one forward pass on a single height x width frame."""
     return forward_cost(model, params, height=height, width=width).flops / 1e9
-
-
-def model_summary(
-    model_or_cfg: nn.Module | str | Mapping[str, Any],
-    params: Any = None,
-    *,
-    height: int = FRAME_HEIGHT,
-    width: int = FRAME_WIDTH,
-) -> dict[str, Any]:
-    """Parameters, GFLOPs and XLA temp memory per height x width frame, and feature taps.
-
-    `model_or_cfg` is a module, a preset name or a model config (see `build_model`).
-    """
-    if isinstance(model_or_cfg, nn.Module):
-        model, name = model_or_cfg, type(model_or_cfg).__name__
-    else:
-        cfg = {"name": model_or_cfg} if isinstance(model_or_cfg, str) else model_or_cfg
-        model, name = build_model(cfg), cfg["name"]
-    if params is None:
-        params = abstract_params(model)
-    cost = forward_cost(model, params, height=height, width=width)
-    return {
-        "name": name,
-        "role": "teacher" if isinstance(model, SwinIR) else "student",
-        "params": count_params(params),
-        "frame": f"{width}x{height}",
-        "gflops_per_frame": cost.flops / 1e9,
-        "temp_memory_mib": None if cost.temp_bytes is None else cost.temp_bytes / 2**20,
-        "feature_names": tuple(model.feature_names),
-    }

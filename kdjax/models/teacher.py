@@ -1,13 +1,15 @@
-"""Swin teacher: a SwinIR-style restoration network (Liang et al., 2021) without upsampler.
+"""Swin teacher: a SwinIR-style restoration network (Liang et al., 2021).
 
-The input is the degraded image at full resolution, so the network maps (N, H, W, 3) to
-(N, H, W, 3): a 3x3 shallow conv, residual Swin transformer groups (RSTB), LayerNorm and a
-conv with a long skip from the shallow features, a conv reconstruction head and a global
-residual to the input. This is SwinIR's denoising/JPEG layout (`upsampler=""`).
+In the sharpen task the input is the degraded image at full resolution, so the network maps
+(N, H, W, 3) to (N, H, W, 3); in the upscale task (`scale` > 1) its last conv pixel-shuffles
+to (N, H * scale, W * scale, 3), SwinIR-light's upsampler. The layers: a 3x3 shallow conv,
+residual Swin transformer groups (RSTB), LayerNorm and a conv with a long skip from the
+shallow features, a conv reconstruction head and a global residual to the input (bicubic-
+upscaled in the upscale task). At scale 1 this is SwinIR's denoising/JPEG layout.
 
 The reconstruction conv is zero-initialised, so a fresh model is the identity (output =
-input): the natural starting point for a residual sharpener, and it keeps the early
-distillation targets and losses sane.
+input), or bicubic upscaling: the natural starting point for a residual network, and it
+keeps the early distillation targets and losses sane.
 
 Any H, W works: the image is reflect-padded to a multiple of the window and the output
 (and every feature tap) is cropped back. Parameters live in float32; `dtype` only sets the
@@ -27,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models.layers import add_global_residual, pad_to_multiple
+from kdjax.models.base import ImageModel
+from kdjax.models.layers import add_global_residual, pad_to_multiple, pixel_shuffle
 
 RESIDUAL_CONNECTIONS = ("1conv", "3conv")
 
@@ -220,7 +223,7 @@ class ResidualSwinGroup(nn.Module):
         return x + ConvTail(self.resi_connection, dtype=self.dtype, name="conv")(y)
 
 
-class SwinIR(nn.Module):
+class SwinIR(ImageModel):
     """SwinIR-like sharpening teacher; see the module docstring for the data flow.
 
     Attributes:
@@ -231,6 +234,9 @@ class SwinIR(nn.Module):
       mlp_ratio: hidden width of the MLP relative to embed_dim.
       drop_path_rate: stochastic depth, rising linearly from 0 to this over all layers.
       resi_connection: "1conv" or "3conv" conv at the end of each group and after the body.
+      scale: 1 for the sharpen task; 2, 3 or 4 for the upscale task, where the last conv
+        predicts scale**2 times the channels, pixel-shuffled to the output size (SwinIR's
+        "pixelshuffledirect" upsampler, as in SwinIR-light), added to the bicubic-upscaled input.
       dtype: compute dtype (parameters stay float32, output is float32).
     """
 
@@ -241,7 +247,10 @@ class SwinIR(nn.Module):
     mlp_ratio: float = 2.0
     drop_path_rate: float = 0.1
     resi_connection: str = "1conv"
+    scale: int = 1
     dtype: Any = jnp.float32
+
+    role = "teacher"
 
     def __post_init__(self) -> None:
         if len(self.depths) != len(self.num_heads):
@@ -260,6 +269,10 @@ class SwinIR(nn.Module):
                 f"use one of {RESIDUAL_CONNECTIONS}."
             )
         super().__post_init__()
+
+    @property
+    def size_multiple(self) -> int:
+        return self.window_size
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -295,7 +308,7 @@ class SwinIR(nn.Module):
         body = nn.LayerNorm(dtype=self.dtype, name="norm")(body)
         body = ConvTail(self.resi_connection, dtype=self.dtype, name="conv_after_body")(body)
         residual = nn.Conv(
-            3, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros, name="conv_last"
+            3 * self.scale**2, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros, name="conv_last"
         )(body + shallow)
-        y = add_global_residual(x, residual)
+        y = add_global_residual(x, pixel_shuffle(residual, self.scale), self.scale)
         return (y, features) if return_features else y

@@ -1,0 +1,180 @@
+"""Per-example transformations of the pipelines: training patches and evaluation images.
+
+They run in Grain's worker processes, so they are picklable dataclasses, and anything
+unexpected is re-raised as one sentence naming the example.
+
+* ``TrainPatch``: random crop, random flip/90-degree rotation and random degradation of one
+  example into ``{"input", "target"}`` patches (in the upscale task the input patch is
+  ``scale`` times smaller than the target's ``patch_size``) (the same crop and flip for both images of a
+  pair). The crop degrades a window reaching the degradation's ``context`` beyond the patch
+  (where the image has it), with patch and window on its ``grid`` (see
+  ``kdjax.degradations``), then keeps the patch: so the input is the whole image's
+  degradation restricted to the patch, as evaluation and inference see it, not a degradation
+  of the patch that mirrors pixels at its borders. The flip/rotation is applied to the sharp
+  window before degradation: isotropic blur commutes with it (bicubic too, up to the rounding
+  between its passes), but for anisotropic and motion blur, and JPEG, only this order yields
+  an input the degradation could have produced from the target.
+* ``EvalExample``: a whole image, the target cropped so that height and width are multiples
+  of the degradation scale, the input its degradation (low-resolution in the upscale task) with fixed evaluation parameters
+  (noise seeded per image).
+
+Images smaller than the training patch are an error by default (``min_size_policy="error"``),
+or are mirror-padded at the bottom and right to the patch size (``min_size_policy="pad"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from kdjax import degradations
+from kdjax.images import ImageReadError
+
+MIN_SIZE_POLICIES = ("error", "pad")
+
+
+class ImageTooSmallError(ValueError):
+    """An image smaller than the training patch under ``min_size_policy="error"``."""
+
+
+class ExamplePreparationError(ValueError):
+    """An unexpected failure while turning one example into training or evaluation data."""
+
+
+def too_small_message(name: str, height: int, width: int, patch_size: int) -> str:
+    return (
+        f"Image {name} is {height}x{width} pixels, smaller than the {patch_size}x{patch_size} training patch; "
+        "lower data.patch_size, set data.min_size_policy='pad', or remove the image."
+    )
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """Crops the bottom and right so that height and width are multiples of ``scale``."""
+    height, width = image.shape[0] - image.shape[0] % scale, image.shape[1] - image.shape[1] % scale
+    return image[:height, :width]
+
+
+def _prepare(fn, example: dict[str, Any], what: str):
+    """Runs ``fn(example)``; unexpected errors become one sentence naming the example."""
+    try:
+        return fn(example)
+    except (ImageReadError, ImageTooSmallError, ExamplePreparationError):
+        raise
+    except Exception as error:  # pylint: disable=broad-except  # re-raised with the example's name
+        raise ExamplePreparationError(
+            f"Preparing the {what} of {example.get('name', 'an example')} failed "
+            f"({type(error).__name__}: {' '.join(str(error).split())}); "
+            "check that image and the data config."
+        ) from error
+
+
+def _patch_and_window(
+    length: int, patch_size: int, context: int, grid: int, rng: np.random.Generator
+) -> tuple[int, int, int]:
+    """Draws a patch along one image axis and the window around it that gets degraded.
+
+    Returns ``(start, low, high)``: the patch covers ``[start, start + patch_size)`` and the window
+    ``[low, high)``, reaching ``context`` (a multiple of ``grid``) beyond the patch where the
+    image has it. Patch and window start on multiples of ``grid`` and the window ends on one,
+    within the part of the axis that evaluation's mod crop keeps, so that the window's
+    bicubic downscaling groups the same pixels as the whole image's. An axis too short for
+    an aligned patch (e.g. padded to the patch size) is used whole, unaligned.
+    """
+    usable = length - length % grid
+    if usable < patch_size:
+        usable, grid = length, 1
+    start = int(rng.integers(0, (usable - patch_size) // grid + 1)) * grid
+    low = max(start - context, 0)
+    high = min(math.ceil((start + patch_size + context) / grid) * grid, usable)
+    return start, low, high
+
+
+def _rotate_flip(
+    windows: list[np.ndarray], top: int, left: int, size: int, transform: int
+) -> tuple[list[np.ndarray], int, int]:
+    """Applies one of the 8 symmetries of the square to every window: ``transform % 4`` quarter
+    turns, then a horizontal flip when ``transform >= 4``; returns the windows and where the
+    ``size`` x ``size`` patch at (``top``, ``left``) has moved."""
+    for _ in range(transform % 4):
+        width = windows[0].shape[1]
+        windows = [np.rot90(window) for window in windows]
+        top, left = width - left - size, top
+    if transform >= 4:
+        windows = [window[:, ::-1] for window in windows]
+        left = windows[0].shape[1] - left - size
+    return windows, top, left
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainPatch:
+    """Random crop, flip/rotation and degradation of one example into ``{"input", "target"}`` patches.
+
+    The degradation sees the patch's real surroundings (see the module docstring): it degrades
+    a window ``degradation.context`` pixels (rounded up to its ``grid``) wider on each side,
+    clipped to the image, and the patch is cut out of the result.
+    """
+
+    patch_size: int
+    degradation: degradations.Degradation | None  # None for paired sources, which bring their inputs
+    min_size_policy: str
+    augment: bool
+
+    def __call__(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return _prepare(lambda e: self._patch(e, rng), example, "training patch")
+
+    def _patch(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        images = [example["input"], example["target"]] if "target" in example else [example["image"]]
+        height, width = images[-1].shape[:2]
+        size = self.patch_size
+        if height < size or width < size:
+            if self.min_size_policy == "error":
+                raise ImageTooSmallError(too_small_message(example["name"], height, width, size))
+            # Mirrored with the edge repeated (numpy's "symmetric"), which also works for 1-pixel sides.
+            padding = ((0, max(0, size - height)), (0, max(0, size - width)), (0, 0))
+            images = [np.pad(image, padding, mode="symmetric") for image in images]
+            height, width = images[-1].shape[:2]
+        grid = 1 if self.degradation is None else self.degradation.grid
+        context = 0 if self.degradation is None else math.ceil(self.degradation.context / grid) * grid
+        top, row_low, row_high = _patch_and_window(height, size, context, grid, rng)
+        left, col_low, col_high = _patch_and_window(width, size, context, grid, rng)
+        windows = [image[row_low:row_high, col_low:col_high] for image in images]
+        top, left = top - row_low, left - col_low
+        if self.augment:
+            windows, top, left = _rotate_flip(windows, top, left, size, int(rng.integers(8)))
+        if self.degradation is not None:
+            windows = [self.degradation(np.ascontiguousarray(windows[0]), rng), windows[0]]
+        # In the upscale task the degraded window is `scale` times smaller; window, patch and
+        # offsets are multiples of the grid, hence of the scale.
+        scale = 1 if self.degradation is None else self.degradation.scale
+        low_top, low_left, low_size = top // scale, left // scale, size // scale
+        return {
+            "input": np.ascontiguousarray(windows[0][low_top : low_top + low_size, low_left : low_left + low_size]),
+            "target": np.ascontiguousarray(windows[1][top : top + size, left : left + size]),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalExample:
+    """Mod-crop and fixed degradation of one whole image; noise is seeded by (seed, index)."""
+
+    scale: int
+    degradation: degradations.Degradation | None  # None for paired sources
+    seed: int
+
+    def __call__(self, index: int, example: dict[str, Any]) -> dict[str, Any]:
+        return _prepare(lambda e: self._example(index, e), example, "evaluation image")
+
+    def _example(self, index: int, example: dict[str, Any]) -> dict[str, Any]:
+        target = mod_crop(example["target"] if "target" in example else example["image"], self.scale)
+        if min(target.shape[:2]) == 0:
+            raise ImageTooSmallError(
+                f"Image {example['name']} is smaller than the scale {self.scale}; remove it from the evaluation set."
+            )
+        if self.degradation is None:
+            degraded = mod_crop(example["input"], self.scale)
+        else:
+            degraded = self.degradation(target, np.random.default_rng([self.seed, index]))
+        return {"input": degraded, "target": target, "name": example["name"]}

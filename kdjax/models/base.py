@@ -1,0 +1,45 @@
+"""The model contract: what the rest of kdjax may ask of any image-restoration module.
+
+Every model maps float images in [0, 1], (N, H, W, 3), to (N, H * scale, W * scale, 3)
+(not clipped), for any H and W, and is called as ``model.apply({"params": p}, x, train=...,
+return_features=...)``. Beside that, code outside ``kdjax.models`` reads only these
+properties, never the concrete class:
+
+* ``scale``: output size / input size; 1 for the sharpen task (same-size input), 2, 3 or 4
+  for the upscale task (low-resolution input).
+* ``size_multiple``: the factor the model pads H and W of its input up to internally (a
+  window, a pixel-unshuffle factor, a stride); tiles are cut on multiples of it so that a
+  tile sees the same grid as the whole image.
+* ``role``: ``"teacher"`` or ``"student"`` (labels in tables and grids).
+* ``feature_names``: the feature taps ``return_features=True`` returns, for distillation.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import flax.linen as nn
+
+ROLES = ("teacher", "student")
+
+
+class ImageModel(nn.Module):
+    """Base of every kdjax model; subclasses override the properties that differ.
+
+    A subclass may declare ``scale`` as a dataclass field (students take it as a setting)
+    or keep this property (a fixed architecture).
+    """
+
+    role: ClassVar[str] = "student"
+
+    @property
+    def scale(self) -> int:
+        return 1
+
+    @property
+    def size_multiple(self) -> int:
+        return 1
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return ()
