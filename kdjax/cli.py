@@ -4,6 +4,7 @@ r"""The ``kdjax`` command line: train, evaluate, sharpen, export.
     kdjax evaluate --model=runs/teacher --eval_dir=../shared/data/Set5
     kdjax sharpen  --model=realtime_kd_x2 --input=photo.png --output=photo_sharp.png
     kdjax export   --model=runs/student --output=my_model
+    kdjax import-weights --arch=rlfn --input=../shared/weights/rlfn_x2.pth --output=teachers/rlfn_x2
 
 Commands:
   train     Train the run in --config (a teacher, or a student with or without a teacher),
@@ -14,6 +15,9 @@ Commands:
   sharpen   Sharpen --input (an image or a folder of images) into --output.
   export    Write the --which checkpoint of the workdir --model as a model folder
             (config.json + params.msgpack): how pretrained/ is made.
+  import-weights
+            Convert the authors' PyTorch checkpoint --input of a published model (--arch:
+            rlfn, rlfn_s or bsrn) into the model folder --output (no PyTorch needed).
 
 --model is a released model's name (e.g. realtime_kd_x2), a model folder or a training
 workdir (--workdir is accepted too). --config is a config file (``file.py:variant``), or the
@@ -34,7 +38,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-COMMANDS = ("train", "evaluate", "sharpen", "export")
+COMMANDS = ("train", "evaluate", "sharpen", "export", "import-weights")
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, optionally with a variant (configs/teacher.py:light), or a shipped config's "
@@ -47,8 +51,13 @@ _MODEL = flags.DEFINE_string(
 )
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of a workdir to use.")
 _EVAL_DIR = flags.DEFINE_multi_string("eval_dir", [], "evaluate: image folder(s) instead of the validation set.")
-_INPUT = flags.DEFINE_string("input", None, "sharpen: an image file or a folder of images.")
-_OUTPUT = flags.DEFINE_string("output", None, "sharpen: output file or folder; export: the folder to write.")
+_INPUT = flags.DEFINE_string(
+    "input", None, "sharpen: an image file or a folder of images; import-weights: the PyTorch checkpoint."
+)
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "sharpen: output file or folder; export, import-weights: the model folder to write."
+)
+_ARCH = flags.DEFINE_string("arch", None, "import-weights: the checkpoint's architecture (rlfn, rlfn_s, bsrn).")
 _TILE = flags.DEFINE_string(
     "tile", "auto", "sharpen: tile size in pixels, 0 for whole images, or 'auto' (whole images when they fit)."
 )
@@ -128,6 +137,18 @@ def _export() -> None:
     output = _require(_OUTPUT.value, "output", "export", "my_model")
     folder = weights.export_params(source, output, which=_WHICH.value)
     print(f"Exported the {_WHICH.value} checkpoint of {source} to {folder}.")
+
+
+def _import_weights() -> None:
+    from kdjax import torch_import  # pylint: disable=import-outside-toplevel
+
+    arch = _require(_ARCH.value, "arch", "import-weights", "rlfn")
+    if arch not in torch_import.ARCHITECTURES:
+        raise UsageError(f"--arch={arch} is not one of {', '.join(torch_import.ARCHITECTURES)}")
+    checkpoint = _require(_INPUT.value, "input", "import-weights", "../shared/weights/rlfn_x2.pth")
+    output = _require(_OUTPUT.value, "output", "import-weights", "teachers/rlfn_x2")
+    folder = torch_import.import_to_folder(arch, checkpoint, output)
+    print(f"Imported {arch} from {checkpoint} into {folder}.")
 
 
 class _QuietLibraries(std_logging.Filter):
@@ -226,7 +247,10 @@ def _run(argv: list[str]) -> None:
     logging.get_absl_handler().addFilter(_QuietLibraries())
     from kdjax.train import NonFiniteLossError  # pylint: disable=import-outside-toplevel
 
-    command = {"train": _train, "evaluate": _evaluate, "sharpen": _sharpen, "export": _export}[flags.FLAGS.mode]
+    command = {
+        "train": _train, "evaluate": _evaluate, "sharpen": _sharpen, "export": _export,
+        "import-weights": _import_weights,
+    }[flags.FLAGS.mode]
     try:
         command()
     except UsageError as error:

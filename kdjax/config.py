@@ -96,4 +96,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{key}={value} must be a positive integer.")
     if config.pool_batches < 0:
         raise ValueError(f"config.pool_batches={config.pool_batches} must be 0 (no pool) or positive.")
-    models.build_model(config.model)
+    data.check_task(config.data)
+    model = models.build_model(config.model)
+    scale = data.output_scale(config.data)
+    if model.scale != scale:
+        raise ValueError(
+            f"config.model ({config.model.name}) outputs images {model.scale}x the input's size but the data's "
+            f"task ({config.data.degradation.task}, scale {config.data.degradation.scale}) needs {scale}x; set "
+            f"--config.model.overrides.scale={scale} or change data.degradation.task."
+        )

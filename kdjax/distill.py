@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from kdjax import losses, parallel, weights
-from kdjax.data import make_train_dataset
+from kdjax.data import input_size, make_train_dataset, output_scale
 from kdjax.images import to_unit_float
 from kdjax.models import build_model, feature_shapes
 
@@ -82,11 +82,18 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
     teacher_config, params = weights.restore_params(
         config.teacher.workdir, which=config.teacher.which, ema=config.teacher.ema
     )
+    model = build_model(teacher_config.model)
+    if model.scale != output_scale(config.data):
+        raise ValueError(
+            f"The teacher in {config.teacher.workdir} outputs images {model.scale}x its input's size but this "
+            f"run's task ({config.data.degradation.task}) needs {output_scale(config.data)}x; distil from a "
+            "teacher trained for the same task and scale."
+        )
     with config.unlocked():
         config.teacher.model = teacher_config.model
     # Restored on one local device; via host memory to every device of the mesh.
     return Teacher(
-        model=build_model(teacher_config.model),
+        model=model,
         model_config=teacher_config.model,
         params=parallel.replicate(jax.device_get(params), mesh),
     )
@@ -174,7 +181,7 @@ def build_adapters(
             "config.loss.feature_kd_weight > 0 but config.loss.feature_pairs is empty; "
             "name the pairs to match, e.g. --config.loss.feature_pairs=block_1:group_0."
         )
-    patch = config.data.patch_size
+    patch = input_size(config.data)
     image_shape = (1, patch, patch, 3)
     student_shapes = feature_shapes(model, image_shape)
     teacher_shapes = feature_shapes(teacher_model, image_shape)

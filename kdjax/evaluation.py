@@ -19,6 +19,7 @@ from absl import logging
 
 from kdjax import data, images, metrics, weights
 from kdjax.images import to_uint8, to_unit_float
+from kdjax.imresize import imresize
 from kdjax.models import build_model
 
 Example = Mapping[str, Any]
@@ -31,6 +32,14 @@ def make_predict_fn(model) -> Callable[[Any, jax.Array], jax.Array]:
         return model.apply({"params": params}, to_unit_float(x), train=False)
 
     return predict
+
+
+def _at_output_size(example: Example) -> np.ndarray:
+    """The degraded input at the target's size: itself (sharpen task) or, in the upscale task,
+    upscaled with MATLAB bicubic: the bicubic baseline of the published tables."""
+    if example["input"].shape == example["target"].shape:
+        return example["input"]
+    return imresize(example["input"], output_shape=example["target"].shape[:2])
 
 
 @functools.partial(jax.jit, static_argnames="crop_border")
@@ -56,6 +65,9 @@ def evaluate(
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, np.ndarray]]]:
     """Mean PSNR/SSIM of the degraded input and of each predictor over whole images.
 
+    The row "input" measures the degraded input itself, or in the upscale task the input
+    upscaled with MATLAB bicubic (the published bicubic baseline).
+
     Args:
       predictors: name -> function from a (1, H, W, 3) uint8 batch to float outputs in [0, 1].
       examples: iterable of eval examples ``{"input", "target", "name"}``.
@@ -71,7 +83,7 @@ def evaluate(
     count = 0
     for example in examples:
         target = example["target"][None]
-        outputs = {"input": to_unit_float(jnp.asarray(example["input"][None]))} if measure_input else {}
+        outputs = {"input": to_unit_float(jnp.asarray(_at_output_size(example)[None]))} if measure_input else {}
         outputs.update({name: fn(example["input"][None]) for name, fn in predictors.items()})
         for name, output in outputs.items():
             values = jax.device_get(_example_metrics(output, target, crop_border=crop_border))

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from kdjax.data import input_size
 from kdjax.distill import AdapterSpec
 
 Params = Any
@@ -80,7 +81,7 @@ def init_params(
     adapters: AdapterSpec | None = None,
 ) -> Params:
     """Initial trainable parameters ``{"model": ..., "adapters": ...}`` for a training patch."""
-    patch = config.data.patch_size
+    patch = input_size(config.data)
     model_rng, adapter_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, patch, patch, 3), jnp.float32)
     return {

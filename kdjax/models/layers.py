@@ -1,11 +1,16 @@
 """Building blocks shared by the models: padding to a size the network can tile (windows,
-pixel shuffles), cropping its output back, and PyTorch-ordered pixel (un)shuffles."""
+pixel shuffles), cropping its output back, the global residual, and PyTorch-exact pixel
+(un)shuffles and bilinear resizing (what the imported RLFN and BSRN were trained with)."""
 
 from __future__ import annotations
 
 import einops
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+# ESA's strided 3x3 conv (no padding) then its 7x7 max-pool need 15 input pixels per side.
+MIN_INPUT_SIZE = 15
 
 
 def pixel_unshuffle(x: jax.Array, factor: int) -> jax.Array:
@@ -33,15 +38,59 @@ def pad_to_multiple(x: jax.Array, multiple: int) -> jax.Array:
     return jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="reflect")
 
 
-def add_global_residual(x: jax.Array, residual: jax.Array, scale: int = 1) -> jax.Array:
-    """Returns `x`, upscaled by `scale`, plus `residual`, in float32.
+def add_global_residual(x: jax.Array, residual: jax.Array, scale: int = 1, multiple: int = 1) -> jax.Array:
+    """Returns `x`, upscaled by `scale`, plus `residual`, in float32, at scale * x's H, W.
 
-    `residual` may be padded (it is cropped back to scale * x's H, W). The upscaled `x` is
-    bicubic (Keys, a = -0.5, as MATLAB's imresize), so a model whose residual is zero is the
-    classic bicubic baseline.
+    `residual` may be padded: a model that reflect-pads its input to a `multiple` passes it,
+    so the upscaled `x` is that of the padded input too, cropped back; a tile of an image then
+    sees the same border as the whole image. The upscaling is bicubic (Keys, a = -0.5, as
+    MATLAB's imresize), so a model whose residual is zero is the classic bicubic baseline.
     """
     height, width = x.shape[1] * scale, x.shape[2] * scale
-    base = x.astype(jnp.float32)
+    base = pad_to_multiple(x, multiple).astype(jnp.float32)
     if scale > 1:
-        base = jax.image.resize(base, (x.shape[0], height, width, x.shape[3]), method="bicubic")
-    return base + residual[:, :height, :width].astype(jnp.float32)
+        n, h, w, c = base.shape
+        base = jax.image.resize(base, (n, h * scale, w * scale, c), method="bicubic")
+    return (base + residual.astype(jnp.float32))[:, :height, :width]
+
+
+def pad_to_min_size(x: jax.Array) -> jax.Array:
+    """Edge-pads NHWC `x` at the bottom/right to at least MIN_INPUT_SIZE pixels per side.
+
+    Edge rather than reflect padding: it is defined for a single-pixel image too.
+    """
+    height, width = x.shape[1:3]
+    pad_h = max(0, MIN_INPUT_SIZE - height)
+    pad_w = max(0, MIN_INPUT_SIZE - width)
+    if pad_h == 0 and pad_w == 0:
+        return x
+    return jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+
+
+def _torch_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (lower, upper) and upper weights of PyTorch's align_corners=False resize.
+
+    PyTorch maps output pixel i to source coordinate (i + 0.5) * in/out - 0.5, clamps negative
+    coordinates to 0 and repeats the last pixel past the end; computed in float32 as it does.
+    """
+    ratio = np.float32(in_size) / np.float32(out_size)
+    source = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * ratio - np.float32(0.5)
+    source = np.maximum(source, np.float32(0.0))
+    lower = np.floor(source).astype(np.int32)
+    upper = np.minimum(lower + 1, in_size - 1)
+    return lower, upper, (source - lower).astype(np.float32)
+
+
+def resize_bilinear_like_torch(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """NHWC bilinear resize as PyTorch's ``F.interpolate(mode="bilinear", align_corners=False)``.
+
+    No antialiasing, unlike ``jax.image.resize``'s default; written as two gathers and
+    linear blends per axis, with the taps fixed at trace time from the static shapes.
+    """
+    for axis, out_size in zip((1, 2), size):
+        lower, upper, weight = _torch_bilinear_taps(x.shape[axis], out_size)
+        shape = [1, 1, 1, 1]
+        shape[axis] = out_size
+        weight = jnp.asarray(weight.reshape(shape), x.dtype)
+        x = jnp.take(x, lower, axis=axis) * (1 - weight) + jnp.take(x, upper, axis=axis) * weight
+    return x

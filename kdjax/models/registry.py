@@ -20,6 +20,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from kdjax.models.bsrn import BSRN
+from kdjax.models.rlfn import RLFN
 from kdjax.models.students import PlainCNN, RealtimeCNN, ResidualCNN, SeparableUNet
 from kdjax.models.teacher import SwinIR
 
@@ -47,6 +49,10 @@ PRESETS: dict[str, Preset] = {
     "swin_base": Preset(
         SwinIR, {**_SWIN_COMMON, "embed_dim": 180, "depths": (6,) * 6, "num_heads": (6,) * 6}
     ),
+    # Published efficient x2 upscalers, imported from their authors' weights (kdjax.torch_import).
+    "rlfn": Preset(RLFN, {"features": 52, "scale": 2}),
+    "rlfn_s": Preset(RLFN, {"features": 48, "scale": 2}),
+    "bsrn": Preset(BSRN, {"features": 64, "num_blocks": 8, "scale": 2}),
     "plain3": Preset(PlainCNN, {}),
     "residual": Preset(ResidualCNN, {}),
     "separable": Preset(SeparableUNet, {}),

@@ -161,9 +161,10 @@ class PlainCNN(ImageModel):
         return _output(_reconstruct(x, residual, self.scale), features, return_features)
 
 
-def _reconstruct(x: jax.Array, residual: jax.Array, scale: int) -> jax.Array:
-    """The output from a residual with scale**2 times the channels of the image, at x's size."""
-    return add_global_residual(x, pixel_shuffle(residual, scale), scale)
+def _reconstruct(x: jax.Array, residual: jax.Array, scale: int, multiple: int = 1) -> jax.Array:
+    """The output from a residual with scale**2 times the channels of the image (computed on x
+    padded to `multiple`), at scale times x's size."""
+    return add_global_residual(x, pixel_shuffle(residual, scale), scale, multiple)
 
 
 def _residual_trunk(
@@ -241,7 +242,7 @@ class SeparableUNet(_BlockStudent):
         y = nn.relu(pixel_shuffle(y, 2)) + encoded
         y = nn.relu(SeparableConv(self.width, dtype=self.dtype, name="fuse")(y))
         residual = nn.Conv(3 * self.scale**2, (3, 3), dtype=self.dtype, kernel_init=_zeros, name="conv_last")(y)
-        return _output(_reconstruct(x, residual, self.scale), features, return_features)
+        return _output(_reconstruct(x, residual, self.scale, multiple=2), features, return_features)
 
 
 class RealtimeCNN(_BlockStudent):
@@ -272,4 +273,5 @@ class RealtimeCNN(_BlockStudent):
         y, features = _residual_trunk(
             low, self.width, self.num_blocks, 3 * out_factor**2, self.dtype, return_features
         )
-        return _output(add_global_residual(x, pixel_shuffle(y, out_factor), self.scale), features, return_features)
+        output = add_global_residual(x, pixel_shuffle(y, out_factor), self.scale, multiple=factor)
+        return _output(output, features, return_features)

@@ -310,5 +310,5 @@ class SwinIR(ImageModel):
         residual = nn.Conv(
             3 * self.scale**2, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros, name="conv_last"
         )(body + shallow)
-        y = add_global_residual(x, pixel_shuffle(residual, self.scale), self.scale)
+        y = add_global_residual(x, pixel_shuffle(residual, self.scale), self.scale, multiple=self.window_size)
         return (y, features) if return_features else y

@@ -29,13 +29,16 @@ from kdjax.serving.tiling import predict
 AUTO_TILE = 512
 DEFAULT_MEMORY_BUDGET_MIB = 2048
 
-# Pixels per jitted call in `sharpen_batch` (frames x H x W): about four 1080p frames, so the
-# image-sized buffers stay a few hundred MB whatever the number of frames passed.
+# Output pixels per jitted call in `sharpen_batch` (frames x H x W): about four 1080p frames,
+# so the image-sized buffers stay a few hundred MB whatever the number of frames passed.
 MAX_PIXELS_PER_CALL = 4 * 1920 * 1080
 
 
 class Sharpener:
-    """A model and its parameters (held on device) ready to sharpen uint8 images.
+    """A model and its parameters (held on device) ready to sharpen or upscale images.
+
+    `sharpener(image)` (or `sharpen`) returns the model's output for one image: the same size
+    for a sharpening model, `scale` times larger for an upscaling one (`scale` says which).
 
     Compiled functions are cached per (input shape, tile, overlap, tile_batch, self_ensemble),
     so a stream of same-size frames compiles once. The settings are plain attributes and may
@@ -76,6 +79,7 @@ class Sharpener:
         self.self_ensemble = self_ensemble
         self.memory_budget_mib = memory_budget_mib
         self.multiple = model.size_multiple
+        self.scale = model.scale
         self.trace_count = 0
         self._compiled: dict[tuple, jax.stages.Compiled] = {}
         self._check_settings()
@@ -99,7 +103,7 @@ class Sharpener:
 
     def _sharpen_uint8(self, params: Any, images: jax.Array, settings: dict[str, Any]) -> jax.Array:
         self.trace_count += 1  # Runs once per trace, not per call.
-        return to_uint8(predict(self._apply, params, images, multiple=self.multiple, **settings))
+        return to_uint8(predict(self._apply, params, images, multiple=self.multiple, scale=self.scale, **settings))
 
     def compiled(self, shape: Sequence[int]) -> jax.stages.Compiled:
         """The compiled uint8 (N, H, W, 3) -> uint8 function for `shape` and the current settings.
@@ -129,12 +133,14 @@ class Sharpener:
         return self.compiled(frames.shape)(self.params, frames)
 
     def sharpen(self, image: np.ndarray) -> np.ndarray:
-        """Sharpens one image: HxW, HxWx1, HxWx3 or HxWx4 (uint8, uint16 or float in [0, 1]).
+        """Sharpens (or upscales) one image: HxW, HxWx1, HxWx3 or HxWx4 (uint8, uint16 or float in [0, 1]).
 
         Returns:
-          uint8 (H, W, 3) RGB.
+          uint8 (H * scale, W * scale, 3) RGB.
         """
         return np.asarray(self._dispatch(to_rgb_uint8(image)[None]))[0]
+
+    __call__ = sharpen
 
     def sharpen_batch(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """Sharpens many images, batching same-size ones (e.g. video frames) into few calls.
@@ -144,7 +150,8 @@ class Sharpener:
             `sharpen` (sizes may differ).
 
         Returns:
-          uint8 (N, H, W, 3) for an array input, else a list of uint8 (H, W, 3) in input order.
+          uint8 (N, H * scale, W * scale, 3) for an array input, else a list of uint8 images in
+          input order.
         """
         if isinstance(images, np.ndarray) and images.ndim != 4:
             raise ValueError(
@@ -158,7 +165,7 @@ class Sharpener:
         results: list[np.ndarray | None] = [None] * len(frames)
         pending: tuple[list[int], jax.Array] | None = None
         for shape, indices in by_shape.items():
-            per_call = max(1, MAX_PIXELS_PER_CALL // (shape[0] * shape[1]))
+            per_call = max(1, MAX_PIXELS_PER_CALL // (shape[0] * shape[1] * self.scale**2))
             for first in range(0, len(indices), per_call):
                 chunk = indices[first : first + per_call]
                 # Dispatch the next chunk before fetching the previous one, so the host copy
@@ -170,7 +177,8 @@ class Sharpener:
         if pending is not None:
             _store(results, *pending)
         if isinstance(images, np.ndarray):
-            return np.stack(results) if results else np.zeros((0, *images.shape[1:3], 3), np.uint8)
+            empty = (0, images.shape[1] * self.scale, images.shape[2] * self.scale, 3)
+            return np.stack(results) if results else np.zeros(empty, np.uint8)
         return results
 
 

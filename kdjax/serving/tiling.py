@@ -24,8 +24,12 @@ How an image is predicted (all inside one jitted function per input shape and se
    predictions mapped back and averaged.
 6. Crop, clip to [0, 1], round to uint8.
 
+In the upscale task (a model whose output is `scale` times larger) tiles are cut in input
+coordinates as above, and their outputs are weighted and added in output coordinates: starts,
+sizes and overlaps times `scale`, so the blending is as seamless as at scale 1.
+
 `tile=None` (or an image no larger than a tile) runs whole images. Nothing here knows a
-model class: `predict` takes an apply function and the model's size multiple.
+model class: `predict` takes an apply function, the model's size multiple and its scale.
 """
 
 from __future__ import annotations
@@ -51,16 +55,21 @@ ApplyFn = Callable[[Any, jax.Array], jax.Array]
 class AxisTiles:
     """How one image axis is cut into tiles.
 
+    Tiles are cut from the input and blended in the output, `scale` times larger (the
+    upscale task); with scale 1 both are the same axis.
+
     Attributes:
-      starts: first pixel of each tile.
-      size: tile length (the same for every tile).
-      weights: (len(starts), size) blend weights, already normalised so that the weights of
-        all tiles covering a pixel sum to 1.
+      starts: first input pixel of each tile.
+      size: tile length in input pixels (the same for every tile).
+      weights: (len(starts), size * scale) blend weights of the output tiles, already
+        normalised so that the weights of all tiles covering an output pixel sum to 1.
+      scale: output pixels per input pixel.
     """
 
     starts: np.ndarray
     size: int
     weights: np.ndarray
+    scale: int = 1
 
 
 def _crossfade(shared: int) -> np.ndarray:
@@ -75,19 +84,20 @@ def _crossfade(shared: int) -> np.ndarray:
     return np.sin(0.5 * np.pi * np.clip(phase, 0.0, 1.0)) ** 2
 
 
-def plan_axis(length: int, tile: int | None, overlap: int, multiple: int = 1) -> AxisTiles:
-    """Cuts an axis of `length` pixels (a multiple of `multiple`) into overlapping tiles.
+def plan_axis(length: int, tile: int | None, overlap: int, multiple: int = 1, scale: int = 1) -> AxisTiles:
+    """Cuts an input axis of `length` pixels (a multiple of `multiple`) into overlapping tiles.
 
     `tile` is the largest tile size (rounded down to a multiple of `multiple`). The axis gets
     the fewest tiles of that size whose neighbours share at least `overlap` pixels; the tiles
     are then shrunk to the smallest size (a multiple of `multiple`) that still covers the axis
     with that many tiles, so little is recomputed (1080 px with tile 512: 3 tiles of 384, not
     3 of 512). Starts are spread evenly from 0 to `length - size`, on multiples of `multiple`.
-    One whole-axis tile when `tile` is None or the axis fits in a tile.
+    One whole-axis tile when `tile` is None or the axis fits in a tile. The blend weights are
+    those of the output axis, `scale` times longer (see `AxisTiles`).
     """
     largest = length if tile is None else max(multiple, tile // multiple * multiple)
     if length <= largest:
-        return AxisTiles(starts=np.zeros(1, np.int32), size=length, weights=np.ones((1, length)))
+        return AxisTiles(starts=np.zeros(1, np.int32), size=length, weights=np.ones((1, length * scale)), scale=scale)
     overlap = min(overlap, largest - multiple)  # neighbours must start at least `multiple` apart
     stride = (largest - overlap) // multiple * multiple
     count = -(-(length - largest) // stride) + 1
@@ -101,6 +111,12 @@ def plan_axis(length: int, tile: int | None, overlap: int, multiple: int = 1) ->
     while np.diff(spread(size)).max() > size - overlap:
         size += multiple
     starts = spread(size)
+    return AxisTiles(starts=starts, size=size, weights=_blend_weights(starts * scale, size * scale, length * scale), scale=scale)
+
+
+def _blend_weights(starts: np.ndarray, size: int, length: int) -> np.ndarray:
+    """Normalised blend windows of tiles of `size` starting at `starts` on an axis of `length`."""
+    count = len(starts)
     windows = np.ones((count, size))
     for index in range(count - 1):
         shared = int(starts[index] + size - starts[index + 1])
@@ -111,8 +127,7 @@ def plan_axis(length: int, tile: int | None, overlap: int, multiple: int = 1) ->
     for start, window in zip(starts, windows):
         coverage[start : start + size] += window
     assert coverage.min() > 0, "every pixel must be covered by some tile"  # by construction
-    weights = np.stack([w / coverage[s : s + size] for s, w in zip(starts, windows)])
-    return AxisTiles(starts=starts, size=size, weights=weights)
+    return np.stack([w / coverage[s : s + size] for s, w in zip(starts, windows)])
 
 
 def _blend_tiles(
@@ -125,6 +140,7 @@ def _blend_tiles(
 ) -> jax.Array:
     """Runs the model over all tiles of all frames and overlap-adds the weighted outputs."""
     frames, height, width, channels = images.shape
+    scale = rows.scale
     frame, row, col = (
         a.ravel()
         for a in np.meshgrid(
@@ -147,6 +163,7 @@ def _blend_tiles(
     }
     schedule = {key: value.reshape(steps, batch, *value.shape[1:]) for key, value in schedule.items()}
     tile_shape = (1, rows.size, cols.size, channels)
+    output_tile_shape = (1, rows.size * scale, cols.size * scale, channels)
 
     def cut(f, top, left):
         return lax.dynamic_slice(images, (f, top, left, 0), tile_shape)[0]
@@ -157,22 +174,29 @@ def _blend_tiles(
         outputs = apply_fn(params, tiles).astype(jnp.float32) * window
 
         def add(index, canvas):
-            at = (tiles_at["frame"][index], tiles_at["top"][index], tiles_at["left"][index], 0)
-            patch = lax.dynamic_slice(canvas, at, tile_shape) + outputs[index][None]
+            at = (tiles_at["frame"][index], tiles_at["top"][index] * scale, tiles_at["left"][index] * scale, 0)
+            patch = lax.dynamic_slice(canvas, at, output_tile_shape) + outputs[index][None]
             return lax.dynamic_update_slice(canvas, patch, at)
 
         return lax.fori_loop(0, batch, add, canvas), None
 
-    canvas = jnp.zeros((frames, height, width, channels), jnp.float32)
+    canvas = jnp.zeros((frames, height * scale, width * scale, channels), jnp.float32)
     canvas, _ = lax.scan(step, canvas, schedule)
     return canvas
 
 
 def _predict_tiled(
-    apply_fn: ApplyFn, params: Any, images: jax.Array, tile: int | None, overlap: int, tile_batch: int, multiple: int
+    apply_fn: ApplyFn,
+    params: Any,
+    images: jax.Array,
+    tile: int | None,
+    overlap: int,
+    tile_batch: int,
+    multiple: int,
+    scale: int,
 ) -> jax.Array:
-    rows = plan_axis(images.shape[1], tile, overlap, multiple)
-    cols = plan_axis(images.shape[2], tile, overlap, multiple)
+    rows = plan_axis(images.shape[1], tile, overlap, multiple, scale)
+    cols = plan_axis(images.shape[2], tile, overlap, multiple, scale)
     return _blend_tiles(apply_fn, params, images, rows, cols, tile_batch)
 
 
@@ -192,6 +216,7 @@ def predict(
     tile_batch: int,
     self_ensemble: bool = False,
     multiple: int = 1,
+    scale: int = 1,
 ) -> jax.Array:
     """Tiled model prediction for (N, H, W, C) images; pure and jittable.
 
@@ -205,23 +230,26 @@ def predict(
       tile_batch: tiles per model call; bounds the activation memory.
       self_ensemble: average the predictions of the 8 flips/rotations (8x the compute).
       multiple: the model's `size_multiple` (see `kdjax.models.base`).
+      scale: the model's `scale`: outputs are `scale` times larger than inputs; tiles are cut
+        in input coordinates and blended in output coordinates.
 
     Returns:
-      (N, H, W, C) float32 predictions, not clipped.
+      (N, H * scale, W * scale, C) float32 predictions, not clipped.
     """
-    height, width = images.shape[1:3]
+    height, width = images.shape[1] * scale, images.shape[2] * scale
     padded = pad_to_multiple(images, multiple)
     run = functools.partial(
-        _predict_tiled, apply_fn, params, tile=tile, overlap=overlap, tile_batch=tile_batch, multiple=multiple
+        _predict_tiled, apply_fn, params, tile=tile, overlap=overlap, tile_batch=tile_batch, multiple=multiple,
+        scale=scale,
     )
     if not self_ensemble:
         return run(padded)[:, :height, :width]
 
     def flipped_sum(x: jax.Array) -> jax.Array:
         # A loop, not a batch of 4, so the image-sized buffers are not multiplied by 4.
-        return lax.fori_loop(
-            0, 4, lambda code, total: total + _flip(run(_flip(x, code)), code), jnp.zeros(x.shape, jnp.float32)
-        )
+        n, h, w, c = x.shape
+        zeros = jnp.zeros((n, h * scale, w * scale, c), jnp.float32)
+        return lax.fori_loop(0, 4, lambda code, total: total + _flip(run(_flip(x, code)), code), zeros)
 
     transposed = einops.rearrange(padded, "n h w c -> n w h c")
     total = flipped_sum(padded) + einops.rearrange(flipped_sum(transposed), "n w h c -> n h w c")
