@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 quickstart: $(STAMP)
-	$(VENV)/bin/python launch.py --config=configs/quickstart.py --workdir=$(WORKDIR)
+	$(VENV)/bin/kdjax train --config=configs/quickstart.py --workdir=$(WORKDIR)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -n 2 --dist=loadfile tests

@@ -25,7 +25,7 @@ Expect (measured, Set5 / Set14 PSNR-Y): bicubic 33.67 / 30.32, teacher
 +0.18 dB, feature KD -0.35 dB against no KD. Full table: BENCHMARKS.md.
 
 Run (from the repository root):
-  python launch.py --config=configs/benchmark.py --workdir=runs/bench
+  kdjax train --config=configs/benchmark.py --workdir=runs/bench
 
 Measured results and their reading: BENCHMARKS.md.
 """

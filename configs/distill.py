@@ -19,7 +19,7 @@ step instead would add at least 2.0 s per step on this machine (its forward
 pass over one batch, as timed while labelling the pool).
 
 Run (from the repository root, after configs/teacher.py:light):
-  python launch.py --config=configs/distill.py:output --workdir=runs/student_kd \
+  kdjax train --config=configs/distill.py:output --workdir=runs/student_kd \
       --config.teacher.workdir=runs/bench/teacher_light
 
 Expect (measured, Set5 PSNR-Y, teacher 36.43 dB): output 35.74, none 35.56,

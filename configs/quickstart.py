@@ -13,7 +13,7 @@ input and of each model, parameters, GFLOPs per 1080p frame), and grids
 input | teacher | model | ground truth under ``WORKDIR/<run>/grids/``.
 
 Run:
-  make quickstart      # = python launch.py --config=configs/quickstart.py --workdir=runs/quickstart
+  make quickstart      # = kdjax train --config=configs/quickstart.py --workdir=runs/quickstart
 
 Expect (2 CPU cores, about 12 minutes): the teacher and both students above the
 degraded input in PSNR; see the README for the measured table.

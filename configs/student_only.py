@@ -4,7 +4,7 @@ Identical to ``configs/distill.py`` (same student, data, steps and optimizer)
 with every distillation weight at 0 and no teacher.
 
 Run (from the repository root):
-  python launch.py --config=configs/student_only.py --workdir=runs/student_only
+  kdjax train --config=configs/student_only.py --workdir=runs/student_only
 """
 
 from kdjax.configs import distill

@@ -6,7 +6,7 @@ Variants (``--config=configs/teacher.py:<variant>``):
   base   swin_base (11.5M parameters), for GPU/TPU budgets.
 
 Run (from the repository root):
-  python launch.py --config=configs/teacher.py:light --workdir=runs/bench/teacher_light
+  kdjax train --config=configs/teacher.py:light --workdir=runs/bench/teacher_light
 
 Data: ../shared/data/BSD68 + SunHays80 to train, Set5 to validate (PSNR/SSIM on
 Y, border crop 2). Point ``--config.data.train_source.paths`` at a larger set
@@ -28,6 +28,9 @@ VARIANTS = {
     # batch 8 of 48 px 4.2 s/step: the same images per second, fewer updates).
     "light": dict(model="swin_light", batch_size=8, patch_size=32, num_steps=2500, learning_rate=5e-4),
     "base": dict(model="swin_base", batch_size=32, patch_size=64, num_steps=200000, learning_rate=2e-4),
+    # The upscale x2 task (SwinIR-light x2): the body runs on 32x32 low-resolution patches
+    # (64 px HR), so a step costs what a 32 px sharpen step does while covering 4x the output.
+    "light_x2": dict(model="swin_light", batch_size=8, patch_size=64, num_steps=6000, learning_rate=5e-4, scale=2),
 }
 
 
@@ -37,8 +40,13 @@ def get_config(variant=None):
         raise ValueError(f"Unknown teacher variant {variant!r}; choose one of {sorted(VARIANTS)}.")
     settings = VARIANTS[variant]
     config = config_lib.base_config()
-    config.model = model_config(settings["model"])
-    config.data = common.benchmark_data_config(settings["patch_size"])
+    scale = settings.get("scale", 1)
+    if scale > 1:
+        config.model = model_config(settings["model"], scale=scale)
+        config.data = common.upscale_data_config(settings["patch_size"], scale)
+    else:
+        config.model = model_config(settings["model"])
+        config.data = common.benchmark_data_config(settings["patch_size"])
     config.batch_size = settings["batch_size"]
     config.num_steps = settings["num_steps"]
     config.optim.learning_rate = settings["learning_rate"]

@@ -4,6 +4,7 @@ r"""The ``kdjax`` command line: train, evaluate, sharpen, export.
     kdjax evaluate --model=runs/teacher --eval_dir=../shared/data/Set5
     kdjax sharpen  --model=realtime_kd_x2 --input=photo.png --output=photo_sharp.png
     kdjax export   --model=runs/student --output=my_model
+    kdjax export   --model=realtime_kd_x2 --format=onnx --output=realtime_kd_x2.onnx
     kdjax import-weights --arch=rlfn --input=../shared/weights/rlfn_x2.pth --output=teachers/rlfn_x2
 
 Commands:
@@ -12,9 +13,11 @@ Commands:
             from --workdir's checkpoints; refuses a model folder, or a workdir started with
             another config (unless --allow_config_change).
   evaluate  Evaluate --model on its run's validation set, or on the folders --eval_dir.
-  sharpen   Sharpen --input (an image or a folder of images) into --output.
-  export    Write the --which checkpoint of the workdir --model as a model folder
-            (config.json + params.msgpack): how pretrained/ is made.
+  sharpen   Sharpen (or upscale) --input, an image, a folder of images or a video file
+            (.mp4, .mov, .mkv, ...; H.264 out, frame times and audio kept), into --output.
+  export    Write --model (the --which checkpoint of a workdir) as a model folder
+            (config.json + params.msgpack: how pretrained/ is made), or with
+            --format=stablehlo|onnx as one file to run outside JAX (students).
   import-weights
             Convert the authors' PyTorch checkpoint --input of a published model (--arch:
             rlfn, rlfn_s or bsrn) into the model folder --output (no PyTorch needed).
@@ -52,10 +55,15 @@ _MODEL = flags.DEFINE_string(
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint of a workdir to use.")
 _EVAL_DIR = flags.DEFINE_multi_string("eval_dir", [], "evaluate: image folder(s) instead of the validation set.")
 _INPUT = flags.DEFINE_string(
-    "input", None, "sharpen: an image file or a folder of images; import-weights: the PyTorch checkpoint."
+    "input", None, "sharpen: an image file, a folder of images or a video; import-weights: the PyTorch checkpoint."
 )
 _OUTPUT = flags.DEFINE_string(
     "output", None, "sharpen: output file or folder; export, import-weights: the model folder to write."
+)
+_FORMAT = flags.DEFINE_enum(
+    "format", "folder", ["folder", "stablehlo", "onnx"],
+    "export: a model folder (config.json + params.msgpack), a serialized StableHLO module (jax.export) "
+    "or an ONNX graph.",
 )
 _ARCH = flags.DEFINE_string("arch", None, "import-weights: the checkpoint's architecture (rlfn, rlfn_s, bsrn).")
 _TILE = flags.DEFINE_string(
@@ -115,7 +123,7 @@ def _tile() -> int | str | None:
 
 def _sharpen() -> None:
     from kdjax import serving  # pylint: disable=import-outside-toplevel
-    from kdjax.serving import files  # pylint: disable=import-outside-toplevel
+    from kdjax.serving import files, video  # pylint: disable=import-outside-toplevel
 
     source = _model_source("sharpen")
     input_path = _require(_INPUT.value, "input", "sharpen", "photo.png")
@@ -124,6 +132,15 @@ def _sharpen() -> None:
     sharpener = serving.load(
         source, which=_WHICH.value, tile=_tile(), overlap=_OVERLAP.value, self_ensemble=_SELF_ENSEMBLE.value
     )
+    if video.is_video_path(input_path):
+        if Path(output_path).exists() and not _OVERWRITE.value:
+            raise ValueError(f"Output {output_path} already exists; delete it, choose another output, or pass --overwrite.")
+        report = video.sharpen_video(input_path, output_path, sharpener.sharpen_batch)
+        print(
+            f"Wrote {report.frames} frames of {report.output_size[1]}x{report.output_size[0]} to {output_path} in "
+            f"{report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s)."
+        )
+        return
     written = files.sharpen_paths(sharpener, input_path, output_path, overwrite=_OVERWRITE.value)
     seconds = time.perf_counter() - start
     where = written[0] if len(written) == 1 else f"{len(written)} images under {output_path}"
@@ -135,8 +152,20 @@ def _export() -> None:
 
     source = _model_source("export")
     output = _require(_OUTPUT.value, "output", "export", "my_model")
-    folder = weights.export_params(source, output, which=_WHICH.value)
-    print(f"Exported the {_WHICH.value} checkpoint of {source} to {folder}.")
+    if _FORMAT.value == "folder":
+        folder = weights.export_params(source, output, which=_WHICH.value)
+        print(f"Exported the {_WHICH.value} checkpoint of {source} to {folder}.")
+        return
+    from kdjax.models import build_model  # pylint: disable=import-outside-toplevel
+    from kdjax.serving import export  # pylint: disable=import-outside-toplevel
+
+    config, params = weights.restore_params(source, which=_WHICH.value)
+    model = build_model(config.model)
+    if _FORMAT.value == "stablehlo":
+        export.export_stablehlo(model, params, output)
+    else:
+        export.export_onnx(model, params, output)
+    print(f"Exported {source} ({config.model.name}) as {_FORMAT.value} to {output} (any batch, height and width).")
 
 
 def _import_weights() -> None:
@@ -207,12 +236,16 @@ def _parse_flags(argv: list[str]) -> list[str]:
     except UsageError as error:
         _exit_usage(str(error))
     except (KeyError, AttributeError) as error:
-        # ml_collections reports an override of a key the config lacks as a bare "'key'".
-        key = str(error.args[0] if error.args else "").strip("'\"")
+        # ml_collections reports an override of a key the config lacks as "'key'", sometimes
+        # followed by a suggestion.
+        text = str(error.args[0] if error.args else "")
+        key = (re.search(r"\w+", text) or re.search("", "")).group(0)
+        suggestion = re.search(r'Did you mean "(\w+)"', text)
         overrides = [arg.split("=")[0] for arg in argv if re.match(rf"--config\.(.*\.)?{re.escape(key)}(=|$)", arg)]
         _exit_usage(
-            f"{overrides[0] if overrides else '--config'}: the config has no key {key!r}; check its spelling "
-            "against the config file"
+            f"{overrides[0] if overrides else '--config'}: the config has no key {key!r}"
+            f"{f' (did you mean {suggestion.group(1)!r}?)' if suggestion else ''}; check its spelling against "
+            "the config file"
         )
     except Exception as error:  # pylint: disable=broad-except  # absl and config loading raise many kinds
         _exit_usage(_one_line(error))

@@ -1,0 +1,334 @@
+"""Exporting trained models for devices: StableHLO through `jax.export`, and ONNX.
+
+This module owns turning a flax linen image model and its "params" collection into one
+self-contained file, and loading the StableHLO file back as a callable. It reads models only
+through the contract of `kdjax.models.base` (`scale`, `size_multiple`) and, for ONNX, the
+layer names of the residual-trunk students; it never imports training code.
+
+Contract of every exported function: float32 (N, H, W, 3) in [0, 1] -> float32
+(N, H * scale, W * scale, 3), exactly what `model.apply({"params": params}, x)` returns.
+
+StableHLO (`export_stablehlo`, `load_stablehlo`)
+    The parameters are baked into the module as constants rather than passed as an argument:
+    the file is then the whole deployable (no parameter tree to ship, flatten and match
+    beside it), XLA may fold weight preprocessing into constants, and the students
+    are small (0.07 M parameters, 0.3 MB). Changing weights means exporting again, which
+    takes a second. Batch, height and width are symbolic unless fixed. The models
+    reflect-pad H, W internally with `jnp.pad(mode="reflect")`, which cannot be traced with a
+    symbolic pad length (jax cannot decide `mod(-h, 4) > 0`), so the exported function
+    reflect-pads to `size_multiple` itself, concatenating a gathered reflected tail of
+    symbolic length; the model then sees a multiple and pads nothing, and the result equals
+    `model.apply` on the unpadded input. Symbolic H and W must be >= `size_multiple`, a
+    constraint recorded in the module (smaller inputs are rejected when called).
+
+ONNX (`export_onnx`)
+    jax2onnx 0.17.1 converts these students correctly (checked: max error 4e-7 against
+    kdjax), but it cannot be a dependency of kdjax: it requires orbax-checkpoint<0.11.37
+    while kdjax needs >=0.12.8 (pip: ResolutionImpossible), and it pulls in equinox,
+    huggingface-hub, netron and orbax-export. jax -> TensorFlow -> tf2onnx would add
+    TensorFlow. The ONNX graph is therefore written here from the parameters with the
+    `onnx` helper API, for the students made of a 3x3-conv residual trunk
+    (`RealtimeCNN`, `ResidualCNN`): NHWC->NCHW transpose, reflect `Pad` to the shuffle
+    factor, `SpaceToDepth`, `Conv`/`Relu`/`Add`, `DepthToSpace` (CRD, PyTorch's
+    pixel-shuffle order), crop, global residual, NCHW->NHWC. `SpaceToDepth` orders channels
+    (fh, fw, c) where kdjax's pixel-unshuffle orders them (c, fh, fw), so the first
+    convolution's input channels are permuted instead of adding a transpose. The graph
+    computes in float32 whatever the model's compute dtype; batch is always dynamic, H and
+    W are dynamic unless fixed (then the pad and crop are constants, or absent). Opset 17
+    and IR version 8 keep it loadable by onnxruntime >= 1.13 and most device runtimes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax.models.students import RealtimeCNN, ResidualCNN
+
+PathLike = str | os.PathLike
+ONNX_OPSET = 17
+ONNX_IR_VERSION = 8
+ONNX_INPUT, ONNX_OUTPUT = "image", "output"
+
+
+def _check_params(model: nn.Module, params: Any) -> None:
+    """Raises a one-sentence error unless `params` is this model's "params" collection."""
+    if isinstance(params, Mapping) and set(params) == {"params"}:
+        raise ValueError(
+            "params is a whole variables dict; pass variables['params'] (the 'params' "
+            "collection) instead."
+        )
+    multiple = model.size_multiple
+    probe = jax.ShapeDtypeStruct((1, multiple, multiple, 3), jnp.float32)
+    abstract = jax.eval_shape(lambda x: model.init(jax.random.key(0), x)["params"], probe)
+    expected = _leaf_shapes(abstract)
+    given = _leaf_shapes(params)
+    if given != expected:
+        name = min(set(given) ^ set(expected) or {k for k in given if given[k] != expected[k]})
+        raise ValueError(
+            f"params do not match {type(model).__name__}{_fields(model)} (params{name} is "
+            f"{given.get(name, 'missing')}, the model needs {expected.get(name, 'nothing')}); "
+            "pass the 'params' collection of this model's own variables."
+        )
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path): tuple(np.shape(leaf)) for path, leaf in leaves}
+
+
+def _fields(model: nn.Module) -> str:
+    names = ("width", "num_blocks", "shuffle_factor")
+    values = [f"{name}={getattr(model, name)}" for name in names if hasattr(model, name)]
+    return f"({', '.join(values)})"
+
+
+def _check_size(name: str, value: int | None, minimum: int) -> None:
+    if value is not None and (not isinstance(value, int) or value < minimum):
+        raise ValueError(f"{name}={value!r} is invalid; pass an int >= {minimum} or None (any).")
+
+
+def _reflect_pad(x: jax.Array, axis: int, multiple: int) -> jax.Array:
+    """Reflect-pads `axis` at the end to a multiple, also when its size is symbolic.
+
+    Same values as the models' `jnp.pad(mode="reflect")` for sizes >= `multiple` (one
+    reflection suffices, the pad being < multiple). jnp.pad cannot trace a symbolic pad
+    length, so the reflected tail is gathered and concatenated: XLA fuses the concatenation
+    into its consumers, where gathering the whole padded image cost an extra pass.
+    """
+    size = x.shape[axis]
+    if not jax.export.is_symbolic_dim(size):
+        pad = [(0, 0)] * x.ndim
+        pad[axis] = (0, -size % multiple)
+        return jnp.pad(x, pad, mode="reflect") if size % multiple else x
+    # Written as padded size - size so that the concatenation's size simplifies to a
+    # multiple of `multiple` and the model's own padding is statically a no-op.
+    pad_length = multiple * ((size + multiple - 1) // multiple) - size
+    tail = jnp.take(x, size - 2 - jax.lax.iota(jnp.int32, pad_length), axis=axis)
+    return jnp.concatenate([x, tail], axis=axis)
+
+
+def export_stablehlo(
+    model: nn.Module,
+    params: Any,
+    path: PathLike,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+    batch: int | None = None,
+    platforms: Sequence[str] | None = None,
+) -> jax.export.Exported:
+    """Serializes `model` with `params` baked in to `path`; returns the `Exported`.
+
+    `height`, `width`, `batch` left as None are symbolic (any size; H and W >= the model's
+    `size_multiple`); `platforms` (e.g. ("cpu", "cuda")) defaults to the current backend.
+    """
+    multiple = model.size_multiple
+    _check_size("height", height, multiple)
+    _check_size("width", width, multiple)
+    _check_size("batch", batch, 1)
+    _check_params(model, params)
+    scale = model.scale
+
+    def forward(x: jax.Array) -> jax.Array:
+        out_height, out_width = x.shape[1] * scale, x.shape[2] * scale
+        padded = _reflect_pad(_reflect_pad(x, 1, multiple), 2, multiple)
+        return model.apply({"params": params}, padded)[:, :out_height, :out_width]
+
+    dims = {"batch": batch, "height": height, "width": width}
+    spec = ", ".join(name if value is None else str(value) for name, value in dims.items())
+    constraints = [f"{name} >= {multiple}" for name in ("height", "width") if dims[name] is None]
+    shape = jax.export.symbolic_shape(f"{spec}, 3", constraints=constraints)
+    exported = jax.export.export(jax.jit(forward), platforms=platforms)(
+        jax.ShapeDtypeStruct(shape, jnp.float32)
+    )
+    with open(path, "wb") as file:
+        file.write(exported.serialize())
+    return exported
+
+
+def load_stablehlo(path: PathLike) -> Callable[[Any], jax.Array]:
+    """Loads a file of `export_stablehlo` as a function of the image batch.
+
+    It compiles once per input shape; no kdjax or model code is needed.
+    """
+    with open(path, "rb") as file:
+        data = file.read()
+    try:
+        exported = jax.export.deserialize(bytearray(data))
+    except Exception as error:
+        raise ValueError(
+            f"{path} is not a serialized jax.export module; pass a file written by "
+            "export_stablehlo."
+        ) from error
+    compiled_call = jax.jit(exported.call)
+    expected = exported.in_avals[0].str_short()
+
+    def call(images: Any) -> jax.Array:
+        try:
+            return compiled_call(images)
+        except ValueError as error:  # jax's shape-refinement errors do not name the input.
+            array = np.asarray(images)
+            shape = f"{array.dtype.name}{list(array.shape)}"
+            raise ValueError(
+                f"Input {shape} does not fit the exported {expected} (symbolic H and W must "
+                "be >= the model's size_multiple); pass float32 NHWC RGB images or export "
+                "for this shape."
+            ) from error
+
+    return call
+
+
+def export_onnx(
+    model: nn.Module,
+    params: Any,
+    path: PathLike,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+) -> None:
+    """Writes an ONNX graph of a residual-trunk student with `params` to `path`.
+
+    `height`/`width` None are dynamic (any size >= the model's `size_multiple`); batch is
+    always dynamic. Needs the `onnx` package (the `export` extra).
+    """
+    if not isinstance(model, (RealtimeCNN, ResidualCNN)) or model.scale != 1:
+        raise ValueError(
+            f"ONNX export supports the realtime and residual students at scale 1, not "
+            f"{type(model).__name__} at scale {model.scale}; use the StableHLO export for it "
+            "(export_stablehlo, or kdjax export --format=stablehlo)."
+        )
+    multiple = model.size_multiple
+    _check_size("height", height, multiple)
+    _check_size("width", width, multiple)
+    _check_params(model, params)
+    try:
+        import onnx  # pylint: disable=import-outside-toplevel  # the `export` extra: only this exporter needs it
+    except ImportError:
+        raise ValueError(f"Writing {path} needs the onnx package; install it with pip install 'kdjax[export]'.") from None
+
+    factor = model.shuffle_factor if isinstance(model, RealtimeCNN) else 1
+    graph = _OnnxGraph(onnx)
+    graph.build_trunk_student(params, factor, model.num_blocks, height, width)
+    proto = graph.model(height, width)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, os.fspath(path))
+
+
+class _OnnxGraph:
+    """Accumulates nodes and initializers of one ONNX graph (NCHW inside, NHWC at the edges)."""
+
+    def __init__(self, onnx: Any) -> None:
+        self.onnx = onnx  # the module, imported by export_onnx only when it is called
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        self.initializers.append(self.onnx.numpy_helper.from_array(value, name))
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attributes: Any) -> str:
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], **attributes))
+        return output
+
+    def conv(
+        self, name: str, x: str, layer: Mapping[str, Any], input_order: np.ndarray | None = None
+    ) -> str:
+        """Flax `nn.Conv` (HWIO kernel, SAME padding, odd size) as an ONNX Conv (OIHW)."""
+        kernel = np.asarray(layer["kernel"], np.float32).transpose(3, 2, 0, 1)
+        if input_order is not None:
+            kernel = kernel[:, input_order]
+        size = kernel.shape[-1]
+        weights = self.constant(f"{name}.kernel", np.ascontiguousarray(kernel))
+        bias = self.constant(f"{name}.bias", np.asarray(layer["bias"], np.float32))
+        pad = (size - 1) // 2
+        return self.node(
+            "Conv", [x, weights, bias], name, kernel_shape=[size, size], pads=[pad] * 4
+        )
+
+    def build_trunk_student(
+        self,
+        params: Any,
+        factor: int,
+        num_blocks: int,
+        height: int | None,
+        width: int | None,
+    ) -> None:
+        """Pad, SpaceToDepth, `_residual_trunk`'s convs, DepthToSpace, crop, global residual."""
+        x = self.node("Transpose", [ONNX_INPUT], "nchw", perm=[0, 3, 1, 2])
+        dynamic = height is None or width is None
+        padded = factor > 1 and (dynamic or bool(height % factor or width % factor))
+        size = None  # the graph's int64 (H, W), needed to pad and crop a dynamic size
+        if padded and dynamic:
+            size = self.node("Shape", [x], "height_width", start=2, end=4)
+        low = x
+        if padded:
+            pads = self._pads(size, factor, height, width)
+            low = self.node("Pad", [x, pads], "padded", mode="reflect")
+        if factor > 1:
+            low = self.node("SpaceToDepth", [low], "unshuffled", blocksize=factor)
+        # SpaceToDepth's channel (fh, fw, c) is pixel_unshuffle's channel (c, fh, fw).
+        unshuffle_order = np.arange(3 * factor**2).reshape(3, factor, factor)
+        y = self.conv("head", low, params["head"], unshuffle_order.transpose(1, 2, 0).ravel())
+        for index in range(num_blocks):
+            block = params[f"block_{index}"]
+            hidden = self.conv(f"block_{index}.conv_0", y, block["conv_0"])
+            hidden = self.node("Relu", [hidden], f"block_{index}.relu")
+            update = self.conv(f"block_{index}.conv_1", hidden, block["conv_1"])
+            y = self.node("Add", [y, update], f"block_{index}")
+        residual = self.conv("conv_last", y, params["conv_last"])
+        if factor > 1:
+            residual = self.node(
+                "DepthToSpace", [residual], "shuffled", blocksize=factor, mode="CRD"
+            )
+        if padded:
+            residual = self._crop(residual, size, height, width)
+        out = self.node("Add", [x, residual], "sum")
+        self.node("Transpose", [out], ONNX_OUTPUT, perm=[0, 2, 3, 1])
+
+    def _pads(self, size: str | None, factor: int, height: int | None, width: int | None) -> str:
+        """ONNX pads (begins then ends of N, C, H, W) reflecting H, W up to a multiple.
+
+        `size` is the graph's int64 (H, W) when either is dynamic, else None.
+        """
+        if size is None:
+            return self.constant(
+                "pads", np.array([0, 0, 0, 0, 0, 0, -height % factor, -width % factor], np.int64)
+            )
+        factor_name = self.constant("factor", np.array([factor], np.int64))
+        remainder = self.node("Mod", [size, factor_name], "size_mod_factor")
+        missing = self.node("Sub", [factor_name, remainder], "factor_minus_mod")
+        pad_end = self.node("Mod", [missing, factor_name], "pad_end")
+        zeros = self.constant("pads_begin", np.zeros(6, np.int64))
+        return self.node("Concat", [zeros, pad_end], "pads", axis=0)
+
+    def _crop(self, x: str, size: str | None, height: int | None, width: int | None) -> str:
+        if size is None:
+            size = self.constant("crop_ends", np.array([height, width], np.int64))
+        starts = self.constant("crop_starts", np.zeros(2, np.int64))
+        axes = self.constant("crop_axes", np.array([2, 3], np.int64))
+        return self.node("Slice", [x, starts, size, axes], "cropped")
+
+    def model(self, height: int | None, width: int | None) -> Any:
+        helper = self.onnx.helper
+        float32 = self.onnx.TensorProto.FLOAT
+        shape = ["batch", height or "height", width or "width", 3]
+        graph = helper.make_graph(
+            self.nodes,
+            "kdjax_student",
+            [helper.make_tensor_value_info(ONNX_INPUT, float32, shape)],
+            [helper.make_tensor_value_info(ONNX_OUTPUT, float32, shape)],
+            initializer=self.initializers,
+        )
+        return helper.make_model(
+            graph,
+            producer_name="kdjax",
+            opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
+            ir_version=ONNX_IR_VERSION,
+        )
