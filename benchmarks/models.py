@@ -1,9 +1,11 @@
 """Benchmark of the model presets on this machine, printed as a Markdown table.
 
-For every preset: parameters, GFLOPs and XLA scratch memory per 1920x1080 frame (XLA cost
-and memory analysis of the compiled forward; a multiply-add counts as 2 flops), and the
-measured forward time (jit, compile/warm-up excluded, median of several runs) per 256x256
-patch for every model and per whole 1920x1080 frame for the students.
+For every preset: parameters, GFLOPs and XLA scratch memory per 1920x1080 *output* frame (the
+input is 1920x1080 for the sharpen task, 960x540 for an x2 upscaler; XLA cost and memory
+analysis of the compiled forward; a multiply-add counts as 2 flops), and the measured forward
+time (jit, compile/warm-up excluded, median of several runs) per 256x256 input patch for every
+model and per whole frame for every model below `--max-frame-gflops` (the CNNs; a Swin teacher
+needs tiles at 1080p, see benchmarks/inference.py).
 
 Usage: python benchmarks/models.py [--models realtime swin_tiny ...] [--runs 5]
 """
@@ -19,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models import MODEL_NAMES, STUDENT_NAMES, build_model, count_params, forward_cost
+from kdjax.models import MODEL_NAMES, build_model, count_params, forward_cost
 from kdjax.models.summary import FRAME_HEIGHT, FRAME_WIDTH
 
 
@@ -41,21 +43,20 @@ def median_forward_seconds(
     return statistics.median(times)
 
 
-def benchmark_row(name: str, patch: int, runs: int, budget_s: float) -> str:
+def benchmark_row(name: str, patch: int, runs: int, budget_s: float, max_frame_gflops: float) -> str:
     model = build_model({"name": name})
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
-    cost = forward_cost(model, params, height=FRAME_HEIGHT, width=FRAME_WIDTH)
+    height, width = FRAME_HEIGHT // model.scale, FRAME_WIDTH // model.scale  # a 1080p output
+    cost = forward_cost(model, params, height=height, width=width)
     patch_ms = 1e3 * median_forward_seconds(model, params, (1, patch, patch, 3), runs, budget_s)
-    if name in STUDENT_NAMES:
-        frame_shape = (1, FRAME_HEIGHT, FRAME_WIDTH, 3)
-        frame_s = median_forward_seconds(model, params, frame_shape, runs, budget_s)
+    if cost.flops / 1e9 <= max_frame_gflops:
+        frame_s = median_forward_seconds(model, params, (1, height, width, 3), runs, budget_s)
         frame_ms = f"{1e3 * frame_s:,.0f}"
     else:
         frame_ms = "not timed"
-    role = "student" if name in STUDENT_NAMES else "teacher"
     temp = "n/a" if cost.temp_bytes is None else f"{cost.temp_bytes / 2**20:,.0f}"
     return (
-        f"| {name} | {role} | {count_params(params):,} | {cost.flops / 1e9:,.1f} | {temp} "
+        f"| {name} | {model.role} | x{model.scale} | {count_params(params):,} | {cost.flops / 1e9:,.1f} | {temp} "
         f"| {patch_ms:,.1f} | {frame_ms} |"
     )
 
@@ -71,6 +72,9 @@ def main() -> None:
         default=30.0,
         help="stop timing a measurement after this many seconds (at least 3 runs)",
     )
+    parser.add_argument(
+        "--max-frame-gflops", type=float, default=1000.0, help="time whole frames of models up to this cost"
+    )
     args = parser.parse_args()
 
     device = jax.devices()[0]
@@ -80,12 +84,12 @@ def main() -> None:
         f"{args.runs} runs after a warm-up.\n"
     )
     print(
-        f"| model | role | params | GFLOPs / {FRAME_WIDTH}x{FRAME_HEIGHT} | XLA temp MiB / frame "
-        f"| ms / {args.patch}x{args.patch} patch | ms / {FRAME_WIDTH}x{FRAME_HEIGHT} frame |"
+        f"| model | role | scale | params | GFLOPs / {FRAME_WIDTH}x{FRAME_HEIGHT} output | XLA temp MiB / frame "
+        f"| ms / {args.patch}x{args.patch} input patch | ms / {FRAME_WIDTH}x{FRAME_HEIGHT} output frame |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.models:
-        print(benchmark_row(name, args.patch, args.runs, args.budget_s), flush=True)
+        print(benchmark_row(name, args.patch, args.runs, args.budget_s, args.max_frame_gflops), flush=True)
 
 
 if __name__ == "__main__":

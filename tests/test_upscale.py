@@ -3,19 +3,22 @@ output coordinates, the bicubic baseline in evaluation, a tiny run that learns."
 
 import functools
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import data, degradations, serving, train
+from kdjax import data, degradations, serving, torch_import, train
 from kdjax.data import transforms
 from kdjax.imresize import imresize
 from kdjax.models import build_model, model_config
 from kdjax.serving import tiling
 from test_inference import _apply_fn, _init
 from test_train import TINY_TEACHER, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _texture(height: int, width: int, seed: int) -> np.ndarray:
@@ -150,3 +153,24 @@ def test_a_model_whose_scale_does_not_fit_the_task_is_one_sentence(tmp_path):
     config.data.degradation = degradations.bicubic_only_config(scale=2, task="upscale")
     with pytest.raises(ValueError, match=r"overrides.scale=2"):
         train.train_and_evaluate(config, tmp_path / "run", devices=jax.devices()[:1])
+
+
+def test_a_student_distils_from_an_imported_teacher(tmp_path):
+    """An imported model folder is a teacher like any other: run inside the step, frozen."""
+    checkpoint = REPO / ".." / "shared" / "weights" / "rlfn_s_x2.pth"
+    if not checkpoint.is_file():
+        pytest.skip(f"{checkpoint} is not available")
+    teacher = torch_import.import_to_folder("rlfn_s", checkpoint, tmp_path / "rlfn_s_x2")
+    student = model_config("realtime", width=4, num_blocks=2, scale=2, shuffle_factor=2)
+    config = tiny_config(tmp_path, model=student, steps=3)
+    config.data.degradation = degradations.bicubic_only_config(scale=2, task="upscale")
+    config.teacher.workdir = str(teacher)
+    config.loss.output_kd_weight = 0.5
+    config.loss.feature_kd_weight = 0.1
+    config.loss.feature_pairs = "block_1:block_5"
+    before = (teacher / "params.msgpack").read_bytes()
+    report = train.train_and_evaluate(config, tmp_path / "student", devices=jax.devices()[:1])
+    assert report["step"] == 3 and "teacher" in report["results"]
+    assert report["results"]["teacher"]["psnr_y"] > report["results"]["input"]["psnr_y"]
+    assert (teacher / "params.msgpack").read_bytes() == before
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["teacher"]["model"]["name"] == "rlfn_s"
