@@ -135,7 +135,7 @@ def _sharpen() -> None:
     if video.is_video_path(input_path):
         if Path(output_path).exists() and not _OVERWRITE.value:
             raise ValueError(f"Output {output_path} already exists; delete it, choose another output, or pass --overwrite.")
-        report = video.sharpen_video(input_path, output_path, sharpener.sharpen_batch)
+        report = sharpener.sharpen_video(input_path, output_path)
         print(
             f"Wrote {report.frames} frames of {report.output_size[1]}x{report.output_size[0]} to {output_path} in "
             f"{report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s)."

@@ -74,7 +74,7 @@ def to_rgb_uint8(array: np.ndarray, *, name: str = "image") -> np.ndarray:
     Accepted shapes are (H, W), (H, W, 1), (H, W, 3) and (H, W, 4); gray is replicated to RGB and
     alpha is dropped. Accepted values are uint8 (kept), uint16 (scaled by 255/65535 and rounded),
     bool, and float taken as [0, 1] (clipped, scaled by 255 and rounded). Floats above 2 are
-    rejected, as they are almost certainly on a 0..255 scale.
+    rejected, as they are almost certainly on a 0..255 scale, and so are NaN and +-inf.
 
     Args:
       array: the image.
@@ -84,7 +84,7 @@ def to_rgb_uint8(array: np.ndarray, *, name: str = "image") -> np.ndarray:
       A C-contiguous uint8 (H, W, 3) array (the input itself when it already is one).
 
     Raises:
-      ValueError: for other shapes or dtypes, NaNs, or floats on a 0..255 scale.
+      ValueError: for other shapes or dtypes, NaN or infinite floats, or floats on a 0..255 scale.
     """
     array = np.asarray(array)
     if array.ndim == 2:
@@ -101,8 +101,9 @@ def to_rgb_uint8(array: np.ndarray, *, name: str = "image") -> np.ndarray:
     elif array.dtype == np.uint16:
         array = np.round(array * _UINT16_TO_UINT8).astype(np.uint8)
     elif np.issubdtype(array.dtype, np.floating):
-        if np.isnan(array).any():
-            raise ValueError(f"{name} contains NaN values; pass finite floats in [0, 1].")
+        if not np.isfinite(array).all():
+            kind = "NaN" if np.isnan(array).any() else "infinite"
+            raise ValueError(f"{name} contains {kind} values; pass finite floats in [0, 1].")
         if array.max() > _MAX_PLAUSIBLE_UNIT_FLOAT:
             raise ValueError(
                 f"{name} is a float image with values up to {float(array.max()):.1f}; floats must be in "

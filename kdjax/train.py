@@ -228,7 +228,7 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
     """Trains ``config.model`` (distilling from ``config.teacher`` when set) in ``workdir``.
 
-    Resumes from the latest checkpoint in ``workdir`` if there is one. Returns
+    Resumes from the newest intact checkpoint in ``workdir`` if there is one. Returns
     the final evaluation (also written to ``workdir/eval_results.json``).
 
     Args:
@@ -273,9 +273,9 @@ def train_and_evaluate(
     )
     data_iter = iter(train_data)
     manager = checkpoints.make_manager(workdir, config)
-    start_step = manager.latest_step() or 0
+    # The newest intact checkpoint: a damaged one is skipped with a warning and moved aside.
+    state, start_step = checkpoints.restore_latest(manager, state, data_iter, workdir)
     if start_step:
-        state = checkpoints.restore(manager, state, data_iter, start_step)
         logging.info("Resumed from the checkpoint at step %d in %s.", start_step, workdir)
 
     # With a pool the step reads the teacher's labels from the batch instead of running it

@@ -187,6 +187,13 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     state = _raw_params(tmp_path / "run", 3)
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state["params"]))
 
+    # Diverging before the first checkpoint says so instead of naming one.
+    def poison_first(step, batch):
+        return poison(4, batch) if step == 0 else batch
+
+    with pytest.raises(train.NonFiniteLossError, match=r"diverged at step 1:.*and no checkpoint had been saved yet;"):
+        train.train_and_evaluate(config, tmp_path / "early", devices=jax.devices()[:1], batch_hook=poison_first)
+
 
 def test_config_errors_are_one_clear_sentence(tmp_path):
     config = tiny_config(tmp_path)

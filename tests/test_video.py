@@ -281,3 +281,19 @@ def test_bad_predictor_output_is_reported_and_leaves_no_file(clip, tmp_path):
         video.sharpen_video(clip, tmp_path / "out.mp4", lambda frames: frames / 255.0, batch_size=12, progress=False)
     assert not isinstance(error.value, video.VideoError)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sharpener_sharpens_a_clip_through_its_compiled_batches(clip, tmp_path):
+    """`Sharpener.sharpen_video` (what `kdjax sharpen --input=clip.mp4` runs) with a real model:
+    one compile for all frames, each decoded output frame near the model's output for it."""
+    import kdjax  # pylint: disable=import-outside-toplevel  # the rest of this file needs no JAX
+
+    model = kdjax.load("realtime_kd_x2")
+    report = model.sharpen_video(
+        clip, tmp_path / "out.mkv", codec="libx264rgb", pix_fmt="rgb24", crf=None, codec_options={"qp": "0"},
+        progress=False,
+    )
+    assert report.frames == FRAMES and model.trace_count == 2  # batches of 8 frames, and the last 4
+    decoded_in = list(video.iter_frames(clip))
+    decoded_out = list(video.iter_frames(tmp_path / "out.mkv"))
+    np.testing.assert_array_equal(decoded_out[5], model.sharpen(decoded_in[5]))

@@ -1,7 +1,9 @@
 """Sharpening files and folders: which outputs an input maps to, and writing them.
 
 `sharpen_paths` is what `kdjax sharpen` runs: an image file, or every image under a folder
-(mirrored under the output folder), never overwriting an input.
+(mirrored under the output folder), never overwriting an input: outputs are compared with
+the inputs by file identity, so a link to an input or another spelling of its path is refused
+too, whatever `overwrite` says.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _file_id(path: Path) -> tuple[int, int]:
+    """An existing file's or folder's identity (device, inode), the same for every path to it."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
 def _plan_outputs(source: Path, target: Path) -> list[tuple[Path, Path]]:
     """(input, output) pairs for a file or a folder of images; refuses to overwrite inputs."""
     if not source.exists():
@@ -37,7 +45,7 @@ def _plan_outputs(source: Path, target: Path) -> list[tuple[Path, Path]]:
     else:
         if target.exists() and not target.is_dir():
             raise ValueError(f"Output {target} is a file but input {source} is a folder; pass an output folder.")
-        if target.resolve() == source.resolve():
+        if target.exists() and _file_id(target) == _file_id(source):
             raise ValueError(
                 f"Output folder {target} is the input folder; choose another output folder so inputs are kept."
             )
@@ -52,14 +60,15 @@ def _plan_outputs(source: Path, target: Path) -> list[tuple[Path, Path]]:
                 f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {source}; check the input folder."
             )
         jobs = [(path, target / path.relative_to(source).with_suffix(".png")) for path in inputs]
-    resolved_inputs = {src.resolve(): src for src, _ in jobs}
+    # Inputs are compared by file identity, not by name: an output that is a symlink, a hard
+    # link or another spelling (`..`) of an input is the input.
+    inputs_by_id = {_file_id(src): src for src, _ in jobs}
     written_by: dict[Path, Path] = {}
     for src, dst in jobs:
+        overwritten = inputs_by_id.get(_file_id(dst)) if dst.exists() else None
+        if overwritten is not None:
+            raise ValueError(f"Output {dst} would overwrite input {overwritten}; choose another output path.")
         resolved = dst.resolve()
-        if resolved in resolved_inputs:
-            raise ValueError(
-                f"Output {dst} would overwrite input {resolved_inputs[resolved]}; choose another output path."
-            )
         if resolved in written_by:
             raise ValueError(f"Inputs {written_by[resolved]} and {src} would both be written to {dst}; rename one.")
         written_by[resolved] = src

@@ -3,12 +3,16 @@
 A `Sharpener` compiles one function per (input shape, settings) from the tiling maths of
 `kdjax.serving.tiling` and caches it, so a stream of same-size frames compiles once.
 `tile="auto"` (the default) runs whole images when XLA plans little enough scratch memory
-for them, else tiles. `load` reads a model through `kdjax.weights` only: serving never
-touches training code.
+for them, else tiles. With tiles (and no self-ensemble) an image is sharpened band by band
+(`tiling.predict_band`, one row of tiles per call): each band is cut from the uint8 input and
+its finished rows are written into the uint8 output as soon as no later band covers them, so
+memory is the uint8 input and output plus one band, whatever the image size. `load` reads a
+model through `kdjax.weights` only: serving never touches training code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,7 +26,7 @@ import numpy as np
 from kdjax import weights
 from kdjax.images import to_rgb_uint8, to_uint8
 from kdjax.models import build_model
-from kdjax.serving.tiling import predict
+from kdjax.serving import tiling, video
 
 # `tile="auto"` runs whole images when XLA plans at most this much scratch memory for them,
 # else tiles of this size.
@@ -103,34 +107,93 @@ class Sharpener:
 
     def _sharpen_uint8(self, params: Any, images: jax.Array, settings: dict[str, Any]) -> jax.Array:
         self.trace_count += 1  # Runs once per trace, not per call.
-        return to_uint8(predict(self._apply, params, images, multiple=self.multiple, scale=self.scale, **settings))
+        return to_uint8(
+            tiling.predict(self._apply, params, images, multiple=self.multiple, scale=self.scale, **settings)
+        )
+
+    def _sharpen_band(self, params: Any, *args: jax.Array, cols: tiling.AxisTiles) -> tuple[jax.Array, jax.Array]:
+        self.trace_count += 1  # Runs once per trace, not per call.
+        band, carried = tiling.predict_band(self._apply, params, *args, cols=cols, tile_batch=self.tile_batch)
+        return to_uint8(band), carried
 
     def compiled(self, shape: Sequence[int]) -> jax.stages.Compiled:
-        """The compiled uint8 (N, H, W, 3) -> uint8 function for `shape` and the current settings.
+        """The compiled function for uint8 (N, H, W, 3) inputs of `shape` and the current settings.
 
-        Exposed for benchmarks (`memory_analysis()`, `cost_analysis()`).
+        For whole images (or with the self-ensemble) it maps the uint8 images to the uint8
+        outputs; with tiles it is the band function, called once per row of tiles (see the
+        module docstring). Exposed for benchmarks (`memory_analysis()`, `cost_analysis()`).
         """
+        plan = self._plan(shape)
+        return plan.compiled if isinstance(plan, _Bands) else plan
+
+    def _plan(self, shape: Sequence[int]) -> jax.stages.Compiled | _Bands:
+        """The whole-image function, or the band plan, for `shape` and the current settings (cached)."""
         self._check_settings()
         key = (tuple(shape), self.tile, self.overlap, self.tile_batch, self.self_ensemble, self.memory_budget_mib)
         if key not in self._compiled:
             if self.tile == "auto":
-                compiled = self._compile(shape, tile=None)
-                if _scratch_mib(compiled) > self.memory_budget_mib:
-                    compiled = self._compile(shape, tile=AUTO_TILE)
+                plan = self._compile(shape, tile=None)
+                if _scratch_mib(plan) > self.memory_budget_mib:
+                    plan = self._compile(shape, tile=AUTO_TILE)
             else:
-                compiled = self._compile(shape, tile=self.tile)
-            self._compiled[key] = compiled
+                plan = self._compile(shape, tile=self.tile)
+            self._compiled[key] = plan
         return self._compiled[key]
 
-    def _compile(self, shape: Sequence[int], tile: int | None) -> jax.stages.Compiled:
+    def _compile(self, shape: Sequence[int], tile: int | None) -> jax.stages.Compiled | _Bands:
+        if tile is not None and not self.self_ensemble:
+            return self._compile_bands(shape, tile)
+        # The self-ensemble flips and transposes whole images, so it is not cut into bands.
         settings = dict(
             tile=tile, overlap=self.overlap, tile_batch=self.tile_batch, self_ensemble=self.self_ensemble
         )
         fn = jax.jit(functools.partial(self._sharpen_uint8, settings=settings))
         return fn.lower(self.params, jax.ShapeDtypeStruct(tuple(shape), jnp.uint8)).compile()
 
-    def _dispatch(self, frames: np.ndarray) -> jax.Array:
-        return self.compiled(frames.shape)(self.params, frames)
+    def _compile_bands(self, shape: Sequence[int], tile: int) -> _Bands:
+        frames, height, width, channels = shape
+        rows_index = tiling.padded_index(height, self.multiple)
+        cols_index = tiling.padded_index(width, self.multiple)
+        rows = tiling.plan_axis(len(rows_index), tile, self.overlap, self.multiple, self.scale)
+        cols = tiling.plan_axis(len(cols_index), tile, self.overlap, self.multiple, self.scale)
+        band = jax.ShapeDtypeStruct((frames, rows.size, len(cols_index), channels), jnp.uint8)
+        carried = jax.ShapeDtypeStruct(
+            (frames, tiling.shared_rows(rows), len(cols_index) * self.scale, channels), jnp.float32
+        )
+        fn = jax.jit(functools.partial(self._sharpen_band, cols=cols))
+        compiled = fn.lower(
+            self.params, band, jax.ShapeDtypeStruct((rows.size * self.scale,), jnp.float32), carried,
+            jax.ShapeDtypeStruct((), jnp.int32),
+        ).compile()
+        return _Bands(compiled, rows, rows_index, None if len(cols_index) == width else cols_index, carried)
+
+    def _dispatch(self, frames: np.ndarray) -> jax.Array | np.ndarray:
+        plan = self._plan(frames.shape)
+        if isinstance(plan, _Bands):
+            return self._sharpen_in_bands(plan, frames)
+        return plan(self.params, frames)
+
+    def _sharpen_in_bands(self, bands: _Bands, frames: np.ndarray) -> np.ndarray:
+        """Runs the band function over the rows of tiles, top to bottom, into a uint8 output."""
+        count, height, width, channels = frames.shape
+        scale, rows = self.scale, bands.rows
+        output = np.empty((count, height * scale, width * scale, channels), np.uint8)
+        carried = np.zeros(bands.carried.shape, bands.carried.dtype)
+        row_weights = rows.weights.astype(np.float32)
+        # Input rows [top, end) of a tile row are final once it is done: later ones start at `end`.
+        ends = [*rows.starts[1:], rows.starts[-1] + rows.size]
+        pending = None
+        for top, end, weights in zip(rows.starts, ends, row_weights):
+            band = frames[:, bands.rows_index[top : top + rows.size]]
+            if bands.cols_index is not None:
+                band = band[:, :, bands.cols_index]
+            finished, carried = bands.compiled(self.params, band, weights, carried, np.int32(end - top))
+            # Copy the previous band's rows while the device works on this one.
+            if pending is not None:
+                _copy_rows(output, *pending)
+            pending = (finished, top * scale, min(end, height) * scale)
+        _copy_rows(output, *pending)
+        return output
 
     def sharpen(self, image: np.ndarray) -> np.ndarray:
         """Sharpens (or upscales) one image: HxW, HxWx1, HxWx3 or HxWx4 (uint8, uint16 or float in [0, 1]).
@@ -141,6 +204,14 @@ class Sharpener:
         return np.asarray(self._dispatch(to_rgb_uint8(image)[None]))[0]
 
     __call__ = sharpen
+
+    def sharpen_video(self, src: str | Path, dst: str | Path, **options: Any) -> video.VideoReport:
+        """Sharpens (or upscales) a video file into `dst`, streaming; see `kdjax.serving.video`.
+
+        Frames go through `sharpen_batch` (compiled once per frame size); `options` are those of
+        `video.sharpen_video` (batch_size, codec, crf, pix_fmt, codec_options, progress).
+        """
+        return video.sharpen_video(src, dst, self.sharpen_batch, **options)
 
     def sharpen_batch(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         """Sharpens many images, batching same-size ones (e.g. video frames) into few calls.
@@ -180,6 +251,32 @@ class Sharpener:
             empty = (0, images.shape[1] * self.scale, images.shape[2] * self.scale, 3)
             return np.stack(results) if results else np.zeros(empty, np.uint8)
         return results
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bands:
+    """How images of one shape are sharpened band by band (one row of tiles per call).
+
+    Attributes:
+      compiled: the band function `(params, band, row_weights, carried, next_top) -> (uint8
+        band, carried)`, see `tiling.predict_band`.
+      rows: the row plan of the padded height.
+      rows_index: input row of each padded row (`tiling.padded_index`).
+      cols_index: input column of each padded column, None when the width needs no padding.
+      carried: shape and dtype of the float32 rows carried from call to call.
+    """
+
+    compiled: jax.stages.Compiled
+    rows: tiling.AxisTiles
+    rows_index: np.ndarray
+    cols_index: np.ndarray | None
+    carried: jax.ShapeDtypeStruct
+
+
+def _copy_rows(output: np.ndarray, band: jax.Array, first: int, stop: int) -> None:
+    """Copies a band's finished output rows [first, stop) (image coordinates) into `output`."""
+    if stop > first:
+        output[:, first:stop] = np.asarray(band)[:, : stop - first, : output.shape[2]]
 
 
 def _scratch_mib(compiled: jax.stages.Compiled) -> float:

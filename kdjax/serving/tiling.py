@@ -1,6 +1,7 @@
 """Tiled prediction: the pure, jittable maths of running a model over an image in tiles.
 
-How an image is predicted (all inside one jitted function per input shape and settings):
+How an image is predicted by `predict` (all inside one jitted function per input shape and
+settings; `predict_band` is the same maths one row of tiles at a time, see below):
 
 1. Reflect-pad the uint8 images on device, bottom/right, to a multiple of the model's size
    multiple (Swin window, pixel-shuffle factor), exactly as the models pad themselves. Tiles
@@ -27,6 +28,14 @@ How an image is predicted (all inside one jitted function per input shape and se
 In the upscale task (a model whose output is `scale` times larger) tiles are cut in input
 coordinates as above, and their outputs are weighted and added in output coordinates: starts,
 sizes and overlaps times `scale`, so the blending is as seamless as at scale 1.
+
+Band by band: `predict` keeps an image-sized float32 accumulator (about 12 bytes per pixel,
+more with the ensemble). `predict_band` runs one row of tiles (a *band*) onto the rows the
+previous band left unfinished, in the same order and with the same weights, so a caller
+(`kdjax.serving.sharpener`) can cut each band from the uint8 image, keep only the rows of
+the band that are final, and hold no float copy of the image: what is handed from band to
+band is only the rows two bands share, so memory is one band, whatever the image height. Every band of an image has the same shapes, so it compiles once.
+`padded_index` cuts a band of the padded image without padding the whole image.
 
 `tile=None` (or an image no larger than a tile) runs whole images. Nothing here knows a
 model class: `predict` takes an apply function, the model's size multiple and its scale.
@@ -137,8 +146,13 @@ def _blend_tiles(
     rows: AxisTiles,
     cols: AxisTiles,
     tile_batch: int,
+    canvas: jax.Array | None = None,
 ) -> jax.Array:
-    """Runs the model over all tiles of all frames and overlap-adds the weighted outputs."""
+    """Runs the model over all tiles of all frames and overlap-adds the weighted outputs.
+
+    The outputs are added onto `canvas` (zeros by default), in the order frame, row, column;
+    `rows.weights` may be a traced array (a band's row weights are an argument).
+    """
     frames, height, width, channels = images.shape
     scale = rows.scale
     frame, row, col = (
@@ -180,7 +194,8 @@ def _blend_tiles(
 
         return lax.fori_loop(0, batch, add, canvas), None
 
-    canvas = jnp.zeros((frames, height * scale, width * scale, channels), jnp.float32)
+    if canvas is None:
+        canvas = jnp.zeros((frames, height * scale, width * scale, channels), jnp.float32)
     canvas, _ = lax.scan(step, canvas, schedule)
     return canvas
 
@@ -198,6 +213,66 @@ def _predict_tiled(
     rows = plan_axis(images.shape[1], tile, overlap, multiple, scale)
     cols = plan_axis(images.shape[2], tile, overlap, multiple, scale)
     return _blend_tiles(apply_fn, params, images, rows, cols, tile_batch)
+
+
+def padded_index(length: int, multiple: int) -> np.ndarray:
+    """Which input pixel each pixel of an axis padded by `pad_to_multiple` holds (reflection).
+
+    Lets the band-by-band path cut a band of the padded image without padding the whole image.
+    """
+    return np.pad(np.arange(length), (0, -length % multiple), mode="reflect")
+
+
+def predict_band(
+    apply_fn: ApplyFn,
+    params: Any,
+    band: jax.Array,
+    row_weights: jax.Array,
+    carried: jax.Array,
+    next_top: jax.Array,
+    *,
+    cols: AxisTiles,
+    tile_batch: int,
+) -> tuple[jax.Array, jax.Array]:
+    """One row of tiles, overlap-added onto what the rows of tiles above it left; jittable.
+
+    The band-by-band form of `predict` (tiles, `self_ensemble=False`): called once per tile row
+    of the padded image (`plan_axis` of its height), top to bottom, with the same shapes for
+    every row, so one compiled function serves the whole image and its memory is that of one
+    band, whatever the image height. Each tile's weighted output is added in the same order and
+    with the same weights as in `predict`.
+
+    Args:
+      apply_fn, params: as in `predict`.
+      band: (N, size, W, C) the input rows of this tile row (of the padded image; W padded).
+      row_weights: (size * scale,) float32 blend weights of this tile row (`AxisTiles.weights`).
+      carried: (N, shared, W * scale, C) float32, the second output of the previous call (zeros
+        for the first tile row); `shared` is the most output rows two neighbouring tile rows
+        share.
+      next_top: input rows from this tile row's first row to the next tile row's (`size` for
+        the last one).
+      cols: the column plan (`plan_axis` of the padded width).
+      tile_batch: as in `predict`.
+
+    Returns:
+      `(output, carried)`: (N, size * scale, W * scale, C) float32, not clipped, the output rows
+      of this tile row with every tile row so far added in (those above `next_top * scale` are
+      final), and what the next call takes as `carried`.
+    """
+    frames, size, width, channels = band.shape
+    scale, shared = cols.scale, carried.shape[1]
+    # `shared` zero rows below the band, so the rows handed on are never cut by the canvas edge.
+    canvas = jnp.zeros((frames, size * scale + shared, width * scale, channels), jnp.float32)
+    canvas = lax.dynamic_update_slice_in_dim(canvas, carried, 0, axis=1)
+    rows = AxisTiles(starts=np.zeros(1, np.int32), size=size, weights=row_weights[None], scale=scale)
+    canvas = _blend_tiles(apply_fn, params, band, rows, cols, tile_batch, canvas)
+    return canvas[:, : size * scale], lax.dynamic_slice_in_dim(canvas, next_top * scale, shared, axis=1)
+
+
+def shared_rows(rows: AxisTiles) -> int:
+    """The most output rows two neighbouring tile rows share: `predict_band`'s carried rows."""
+    shared = rows.starts[:-1] + rows.size - rows.starts[1:]
+    return int(shared.max(initial=0)) * rows.scale
 
 
 def _flip(images: jax.Array, code: jax.Array) -> jax.Array:
