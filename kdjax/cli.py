@@ -15,6 +15,7 @@ Commands:
   evaluate  Evaluate --model on its run's validation set, or on the folders --eval_dir.
   sharpen   Sharpen (or upscale) --input, an image, a folder of images or a video file
             (.mp4, .mov, .mkv, ...; H.264 out, frame times and audio kept), into --output.
+            Images keep their alpha, 16 bits (--bit_depth), ICC profile and EXIF.
   export    Write --model (the --which checkpoint of a workdir) as a model folder
             (config.json + params.msgpack: how pretrained/ is made), or with
             --format=stablehlo|onnx as one file to run outside JAX (students).
@@ -71,6 +72,14 @@ _TILE = flags.DEFINE_string(
 )
 _OVERLAP = flags.DEFINE_integer("overlap", 32, "sharpen: overlap between tiles in pixels.", lower_bound=0)
 _SELF_ENSEMBLE = flags.DEFINE_bool("self_ensemble", False, "sharpen: average the 8 flips/rotations (8x slower).")
+_BIT_DEPTH = flags.DEFINE_enum(
+    "bit_depth", "auto", ["auto", "8", "16"],
+    "sharpen: bits per sample of output images; auto: the input's (16 for 16-bit PNG and TIFF) where the "
+    "output format holds it.",
+)
+_DTYPE = flags.DEFINE_enum(
+    "dtype", None, ["float32", "bfloat16"], "sharpen: the model's compute dtype (default: its config's, float32)."
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "sharpen: replace existing output files (inputs never).")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "train: resume a workdir with a config that differs from the one it started with."
@@ -129,8 +138,12 @@ def _sharpen() -> None:
     input_path = _require(_INPUT.value, "input", "sharpen", "photo.png")
     output_path = _require(_OUTPUT.value, "output", "sharpen", "photo_sharp.png")
     start = time.perf_counter()
+    bit_depth = "auto" if _BIT_DEPTH.value == "auto" else int(_BIT_DEPTH.value)
+    if video.is_video_path(input_path) and bit_depth != "auto":
+        raise UsageError(f"--bit_depth={bit_depth} is for images; a video is always written as 8-bit H.264, so drop it")
     sharpener = serving.load(
-        source, which=_WHICH.value, tile=_tile(), overlap=_OVERLAP.value, self_ensemble=_SELF_ENSEMBLE.value
+        source, which=_WHICH.value, tile=_tile(), overlap=_OVERLAP.value, self_ensemble=_SELF_ENSEMBLE.value,
+        dtype=_DTYPE.value,
     )
     if video.is_video_path(input_path):
         if Path(output_path).exists() and not _OVERWRITE.value:
@@ -141,7 +154,7 @@ def _sharpen() -> None:
             f"{report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s)."
         )
         return
-    written = files.sharpen_paths(sharpener, input_path, output_path, overwrite=_OVERWRITE.value)
+    written = files.sharpen_paths(sharpener, input_path, output_path, overwrite=_OVERWRITE.value, bit_depth=bit_depth)
     seconds = time.perf_counter() - start
     where = written[0] if len(written) == 1 else f"{len(written)} images under {output_path}"
     print(f"Wrote {where} in {seconds:.1f} s.")
@@ -269,6 +282,10 @@ def _exit_usage(message: str) -> None:
     sys.exit(f"error: {message.rstrip('.')}; see kdjax --help.")
 
 
+def _log_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    logging.debug("Ignored at exit: %r in %r.", unraisable.exc_value, unraisable.object)
+
+
 def _run(argv: list[str]) -> None:
     if len(argv) > 1:
         _exit_usage(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -277,6 +294,10 @@ def _run(argv: list[str]) -> None:
             _exit_usage(f"name a command, one of {', '.join(COMMANDS)} (kdjax train --config=... --workdir=...)")
         flags.FLAGS.mode = "train"  # `python launch.py --config=... --workdir=...`, as before commands existed
     logging.set_verbosity(logging.INFO)
+    if not _DEBUG.value:
+        # Orbax's abandoned reads of a damaged checkpoint (which the command falls back from)
+        # are finalized at exit and would print tracebacks although the command succeeded.
+        sys.unraisablehook = _log_unraisable
     logging.get_absl_handler().addFilter(_QuietLibraries())
     from kdjax.train import NonFiniteLossError  # pylint: disable=import-outside-toplevel
 

@@ -101,11 +101,11 @@ def test_output_and_features_have_documented_shapes(key):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_full_size_presets_keep_shape(name):
+def test_full_size_presets_give_scale_times_the_input(name):
     model = build_model({"name": name})
     spec = jax.ShapeDtypeStruct((BATCH, HEIGHT, WIDTH, 3), jnp.float32)
     out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0], spec)
-    assert out.shape == spec.shape and out.dtype == jnp.float32
+    assert out.shape == (BATCH, HEIGHT * model.scale, WIDTH * model.scale, 3) and out.dtype == jnp.float32
     assert list(feature_shapes(model, spec.shape)) == list(model.feature_names)
 
 

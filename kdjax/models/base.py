@@ -43,3 +43,8 @@ class ImageModel(nn.Module):
     @property
     def feature_names(self) -> tuple[str, ...]:
         return ()
+
+
+def block_names(count: int) -> tuple[str, ...]:
+    """The feature taps of a model made of `count` blocks: "block_0" ... "block_{count-1}"."""
+    return tuple(f"block_{index}" for index in range(count))

@@ -36,7 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kdjax.models.base import ImageModel
+from kdjax.models.base import ImageModel, block_names
 from kdjax.models.layers import pad_to_min_size, pixel_shuffle, resize_bilinear_like_torch
 from kdjax.models.students import DepthwiseConv3x3
 
@@ -162,7 +162,7 @@ class BSRN(ImageModel):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return tuple(f"block_{index}" for index in range(self.num_blocks))
+        return block_names(self.num_blocks)
 
     @nn.compact
     def __call__(

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models.base import ImageModel
+from kdjax.models.base import ImageModel, block_names
 from kdjax.models.layers import pad_to_min_size, pixel_shuffle, resize_bilinear_like_torch
 
 Features = dict[str, jax.Array]
@@ -104,7 +104,7 @@ class RLFN(ImageModel):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return tuple(f"block_{index}" for index in range(self.num_blocks))
+        return block_names(self.num_blocks)
 
     @nn.compact
     def __call__(

@@ -34,15 +34,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kdjax.models.base import ImageModel
+from kdjax.models.base import ImageModel, block_names
 from kdjax.models.layers import add_global_residual, pad_to_multiple, pixel_shuffle, pixel_unshuffle
 
 Features = dict[str, jax.Array]
 _zeros = nn.initializers.zeros
-
-
-def _block_names(count: int) -> tuple[str, ...]:
-    return tuple(f"block_{index}" for index in range(count))
 
 
 def _output(
@@ -140,7 +136,7 @@ class PlainCNN(ImageModel):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return _block_names(len(self.features))
+        return block_names(len(self.features))
 
     @nn.compact
     def __call__(
@@ -194,7 +190,7 @@ class _BlockStudent(ImageModel):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return _block_names(self.num_blocks)
+        return block_names(self.num_blocks)
 
 
 class ResidualCNN(_BlockStudent):

@@ -1,19 +1,33 @@
-"""Sharpening files and folders: which outputs an input maps to, and writing them.
+"""Sharpening files and folders: which outputs an input maps to, and writing them faithfully.
 
 `sharpen_paths` is what `kdjax sharpen` runs: an image file, or every image under a folder
 (mirrored under the output folder), never overwriting an input: outputs are compared with
 the inputs by file identity, so a link to an input or another spelling of its path is refused
-too, whatever `overwrite` says.
+too, whatever `overwrite` says. Files are read and written with `kdjax.images.read_image_file`
+and `write_image_file`: the model sees the upright RGB pixels at up to 16 bits, and the output
+keeps the input's alpha (resized with the image by an upscaling model), bit depth (or the one
+asked for), ICC profile and EXIF.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
-from kdjax.images import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from kdjax.images import (
+    IMAGE_EXTENSIONS,
+    ImageMetadata,
+    ImageReadError,
+    output_bit_depth,
+    quantize,
+    read_image_file,
+    write_image_file,
+)
+from kdjax.imresize import imresize
 from kdjax.serving.sharpener import Sharpener
 
 logger = logging.getLogger(__name__)
@@ -75,8 +89,27 @@ def _plan_outputs(source: Path, target: Path) -> list[tuple[Path, Path]]:
     return jobs
 
 
+def _resized_alpha(metadata: ImageMetadata, shape: tuple[int, int]) -> ImageMetadata:
+    """`metadata` with its alpha resized to `shape` (height, width), as an upscaled image needs.
+
+    MATLAB-style bicubic (`kdjax.imresize`, how the benchmarks' images are resized), computed in
+    float64, clipped and rounded to the alpha's dtype.
+    """
+    alpha = metadata.alpha
+    if alpha is None or alpha.shape == shape:
+        return metadata
+    resized = imresize(alpha.astype(np.float64), output_shape=shape)
+    maximum = np.iinfo(alpha.dtype).max
+    return dataclasses.replace(metadata, alpha=np.clip(np.round(resized), 0, maximum).astype(alpha.dtype))
+
+
 def sharpen_paths(
-    sharpener: Sharpener, input_path: str | Path, output_path: str | Path, *, overwrite: bool = False
+    sharpener: Sharpener,
+    input_path: str | Path,
+    output_path: str | Path,
+    *,
+    overwrite: bool = False,
+    bit_depth: int | str = "auto",
 ) -> list[Path]:
     """Sharpens an image file, or every image under a folder (recursively), into PNG files.
 
@@ -84,6 +117,11 @@ def sharpen_paths(
     A single file goes to `output_path` if it is an image file name, else into that folder.
     Unreadable images in a folder and existing outputs (unless `overwrite`) are skipped with
     a warning; for a single file they are errors. An input is never overwritten.
+
+    Outputs keep the input's alpha, ICC profile and EXIF (orientation 1: the pixels are
+    written upright) where their format holds them. `bit_depth` is "auto" (the input's: 16
+    for 16-bit PNG and TIFF where the output format holds it, else 8), 8 or 16; the model runs
+    on 16-bit values whenever the input or the output has 16 bits.
 
     Returns:
       The output files written.
@@ -100,12 +138,17 @@ def sharpen_paths(
             logger.warning("Skipping %s: %s", src, message)
             continue
         try:
-            image = read_image(src)
+            pixels, metadata = read_image_file(src)
         except ImageReadError as error:
             if single:
                 raise
             logger.warning("Skipping %s: %s", src, error)
             continue
-        write_image(dst, sharpener.sharpen(image))
+        if output_bit_depth(dst, bit_depth, metadata.bit_depth) == 16:
+            # An 8-bit input written as 16 bits is sharpened as 16-bit values, so the output has
+            # the model's precision rather than 8 bits padded.
+            pixels = quantize(pixels, np.uint16)
+        output = sharpener.sharpen(pixels)
+        write_image_file(dst, output, _resized_alpha(metadata, output.shape[:2]), bit_depth=bit_depth)
         written.append(dst)
     return written

@@ -4,10 +4,12 @@ A `Sharpener` compiles one function per (input shape, settings) from the tiling 
 `kdjax.serving.tiling` and caches it, so a stream of same-size frames compiles once.
 `tile="auto"` (the default) runs whole images when XLA plans little enough scratch memory
 for them, else tiles. With tiles (and no self-ensemble) an image is sharpened band by band
-(`tiling.predict_band`, one row of tiles per call): each band is cut from the uint8 input and
-its finished rows are written into the uint8 output as soon as no later band covers them, so
-memory is the uint8 input and output plus one band, whatever the image size. `load` reads a
-model through `kdjax.weights` only: serving never touches training code.
+(`tiling.predict_band`, one row of tiles per call): each band is cut from the integer input
+and its finished rows are written into the integer output as soon as no later band covers
+them, so memory is the input and output plus one band, whatever the image size. Images go to
+the device as uint8, or as uint16 for 16-bit ones (converted to float32 in [0, 1] tile by tile,
+so the model sees all 16 bits), and come back in the same dtype. `load` reads a model through
+`kdjax.weights` only, optionally in bfloat16: serving never touches training code.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax import weights
-from kdjax.images import to_rgb_uint8, to_uint8
+from kdjax.images import quantize, to_rgb
 from kdjax.models import build_model
+from kdjax.models.registry import DTYPES
 from kdjax.serving import tiling, video
 
 # `tile="auto"` runs whole images when XLA plans at most this much scratch memory for them,
@@ -42,9 +45,10 @@ class Sharpener:
     """A model and its parameters (held on device) ready to sharpen or upscale images.
 
     `sharpener(image)` (or `sharpen`) returns the model's output for one image: the same size
-    for a sharpening model, `scale` times larger for an upscaling one (`scale` says which).
+    for a sharpening model, `scale` times larger for an upscaling one (`scale` says which);
+    uint8 for 8-bit (and float) input, uint16 for uint16 input.
 
-    Compiled functions are cached per (input shape, tile, overlap, tile_batch, self_ensemble),
+    Compiled functions are cached per (input shape and dtype, tile, overlap, tile_batch, self_ensemble),
     so a stream of same-size frames compiles once. The settings are plain attributes and may
     be changed between calls.
 
@@ -105,58 +109,62 @@ class Sharpener:
     def _apply(self, params: Any, x: jax.Array) -> jax.Array:
         return self.model.apply({"params": params}, x, train=False)
 
-    def _sharpen_uint8(self, params: Any, images: jax.Array, settings: dict[str, Any]) -> jax.Array:
+    def _sharpen_whole(self, params: Any, images: jax.Array, settings: dict[str, Any]) -> jax.Array:
         self.trace_count += 1  # Runs once per trace, not per call.
-        return to_uint8(
-            tiling.predict(self._apply, params, images, multiple=self.multiple, scale=self.scale, **settings)
+        return quantize(
+            tiling.predict(self._apply, params, images, multiple=self.multiple, scale=self.scale, **settings),
+            images.dtype,
         )
 
-    def _sharpen_band(self, params: Any, *args: jax.Array, cols: tiling.AxisTiles) -> tuple[jax.Array, jax.Array]:
+    def _sharpen_band(
+        self, params: Any, band: jax.Array, *args: jax.Array, cols: tiling.AxisTiles
+    ) -> tuple[jax.Array, jax.Array]:
         self.trace_count += 1  # Runs once per trace, not per call.
-        band, carried = tiling.predict_band(self._apply, params, *args, cols=cols, tile_batch=self.tile_batch)
-        return to_uint8(band), carried
+        output, carried = tiling.predict_band(self._apply, params, band, *args, cols=cols, tile_batch=self.tile_batch)
+        return quantize(output, band.dtype), carried
 
-    def compiled(self, shape: Sequence[int]) -> jax.stages.Compiled:
-        """The compiled function for uint8 (N, H, W, 3) inputs of `shape` and the current settings.
+    def compiled(self, shape: Sequence[int], dtype: Any = np.uint8) -> jax.stages.Compiled:
+        """The compiled function for (N, H, W, 3) inputs of `shape` and `dtype` (uint8 or uint16)
+        and the current settings.
 
-        For whole images (or with the self-ensemble) it maps the uint8 images to the uint8
-        outputs; with tiles it is the band function, called once per row of tiles (see the
+        For whole images (or with the self-ensemble) it maps the images to the outputs, in the
+        same dtype; with tiles it is the band function, called once per row of tiles (see the
         module docstring). Exposed for benchmarks (`memory_analysis()`, `cost_analysis()`).
         """
-        plan = self._plan(shape)
+        plan = self._plan(shape, np.dtype(dtype))
         return plan.compiled if isinstance(plan, _Bands) else plan
 
-    def _plan(self, shape: Sequence[int]) -> jax.stages.Compiled | _Bands:
-        """The whole-image function, or the band plan, for `shape` and the current settings (cached)."""
+    def _plan(self, shape: Sequence[int], dtype: np.dtype) -> jax.stages.Compiled | _Bands:
+        """The whole-image function, or the band plan, for `shape`, `dtype` and the current settings (cached)."""
         self._check_settings()
-        key = (tuple(shape), self.tile, self.overlap, self.tile_batch, self.self_ensemble, self.memory_budget_mib)
+        key = (tuple(shape), dtype, self.tile, self.overlap, self.tile_batch, self.self_ensemble, self.memory_budget_mib)
         if key not in self._compiled:
             if self.tile == "auto":
-                plan = self._compile(shape, tile=None)
+                plan = self._compile(shape, dtype, tile=None)
                 if _scratch_mib(plan) > self.memory_budget_mib:
-                    plan = self._compile(shape, tile=AUTO_TILE)
+                    plan = self._compile(shape, dtype, tile=AUTO_TILE)
             else:
-                plan = self._compile(shape, tile=self.tile)
+                plan = self._compile(shape, dtype, tile=self.tile)
             self._compiled[key] = plan
         return self._compiled[key]
 
-    def _compile(self, shape: Sequence[int], tile: int | None) -> jax.stages.Compiled | _Bands:
+    def _compile(self, shape: Sequence[int], dtype: np.dtype, tile: int | None) -> jax.stages.Compiled | _Bands:
         if tile is not None and not self.self_ensemble:
-            return self._compile_bands(shape, tile)
+            return self._compile_bands(shape, dtype, tile)
         # The self-ensemble flips and transposes whole images, so it is not cut into bands.
         settings = dict(
             tile=tile, overlap=self.overlap, tile_batch=self.tile_batch, self_ensemble=self.self_ensemble
         )
-        fn = jax.jit(functools.partial(self._sharpen_uint8, settings=settings))
-        return fn.lower(self.params, jax.ShapeDtypeStruct(tuple(shape), jnp.uint8)).compile()
+        fn = jax.jit(functools.partial(self._sharpen_whole, settings=settings))
+        return fn.lower(self.params, jax.ShapeDtypeStruct(tuple(shape), dtype)).compile()
 
-    def _compile_bands(self, shape: Sequence[int], tile: int) -> _Bands:
+    def _compile_bands(self, shape: Sequence[int], dtype: np.dtype, tile: int) -> _Bands:
         frames, height, width, channels = shape
         rows_index = tiling.padded_index(height, self.multiple)
         cols_index = tiling.padded_index(width, self.multiple)
         rows = tiling.plan_axis(len(rows_index), tile, self.overlap, self.multiple, self.scale)
         cols = tiling.plan_axis(len(cols_index), tile, self.overlap, self.multiple, self.scale)
-        band = jax.ShapeDtypeStruct((frames, rows.size, len(cols_index), channels), jnp.uint8)
+        band = jax.ShapeDtypeStruct((frames, rows.size, len(cols_index), channels), dtype)
         carried = jax.ShapeDtypeStruct(
             (frames, tiling.shared_rows(rows), len(cols_index) * self.scale, channels), jnp.float32
         )
@@ -168,16 +176,16 @@ class Sharpener:
         return _Bands(compiled, rows, rows_index, None if len(cols_index) == width else cols_index, carried)
 
     def _dispatch(self, frames: np.ndarray) -> jax.Array | np.ndarray:
-        plan = self._plan(frames.shape)
+        plan = self._plan(frames.shape, frames.dtype)
         if isinstance(plan, _Bands):
             return self._sharpen_in_bands(plan, frames)
         return plan(self.params, frames)
 
     def _sharpen_in_bands(self, bands: _Bands, frames: np.ndarray) -> np.ndarray:
-        """Runs the band function over the rows of tiles, top to bottom, into a uint8 output."""
+        """Runs the band function over the rows of tiles, top to bottom, into an output of the input's dtype."""
         count, height, width, channels = frames.shape
         scale, rows = self.scale, bands.rows
-        output = np.empty((count, height * scale, width * scale, channels), np.uint8)
+        output = np.empty((count, height * scale, width * scale, channels), frames.dtype)
         carried = np.zeros(bands.carried.shape, bands.carried.dtype)
         row_weights = rows.weights.astype(np.float32)
         # Input rows [top, end) of a tile row are final once it is done: later ones start at `end`.
@@ -198,10 +206,15 @@ class Sharpener:
     def sharpen(self, image: np.ndarray) -> np.ndarray:
         """Sharpens (or upscales) one image: HxW, HxWx1, HxWx3 or HxWx4 (uint8, uint16 or float in [0, 1]).
 
+        A uint16 image is sharpened at full precision (the model sees all 16 bits) and comes back
+        as uint16; any other is converted to uint8 first (`kdjax.images.to_rgb`; floats are
+        rounded to 8 bits, so pass `kdjax.images.quantize(image, np.uint16)` for more). An alpha
+        channel is dropped: the model sees RGB (`kdjax.serving.files` keeps alpha in files).
+
         Returns:
-          uint8 (H * scale, W * scale, 3) RGB.
+          (H * scale, W * scale, 3) RGB: uint16 for a uint16 image, else uint8.
         """
-        return np.asarray(self._dispatch(to_rgb_uint8(image)[None]))[0]
+        return np.asarray(self._dispatch(to_rgb(image)[None]))[0]
 
     __call__ = sharpen
 
@@ -221,21 +234,21 @@ class Sharpener:
             `sharpen` (sizes may differ).
 
         Returns:
-          uint8 (N, H * scale, W * scale, 3) for an array input, else a list of uint8 images in
-          input order.
+          (N, H * scale, W * scale, 3) for an array input, else a list of images in input
+          order; uint16 where an input is uint16, else uint8 (as `sharpen`).
         """
         if isinstance(images, np.ndarray) and images.ndim != 4:
             raise ValueError(
                 f"sharpen_batch got an array of shape {images.shape}; pass an (N, H, W, C) array or a "
                 "list of images (use sharpen for a single image)."
             )
-        frames = [to_rgb_uint8(image, name=f"images[{index}]") for index, image in enumerate(images)]
-        by_shape: dict[tuple[int, ...], list[int]] = {}
+        frames = [to_rgb(image, name=f"images[{index}]") for index, image in enumerate(images)]
+        by_shape: dict[tuple[tuple[int, ...], np.dtype], list[int]] = {}
         for index, frame in enumerate(frames):
-            by_shape.setdefault(frame.shape, []).append(index)
+            by_shape.setdefault((frame.shape, frame.dtype), []).append(index)
         results: list[np.ndarray | None] = [None] * len(frames)
         pending: tuple[list[int], jax.Array] | None = None
-        for shape, indices in by_shape.items():
+        for (shape, _), indices in by_shape.items():
             per_call = max(1, MAX_PIXELS_PER_CALL // (shape[0] * shape[1] * self.scale**2))
             for first in range(0, len(indices), per_call):
                 chunk = indices[first : first + per_call]
@@ -249,7 +262,7 @@ class Sharpener:
             _store(results, *pending)
         if isinstance(images, np.ndarray):
             empty = (0, images.shape[1] * self.scale, images.shape[2] * self.scale, 3)
-            return np.stack(results) if results else np.zeros(empty, np.uint8)
+            return np.stack(results) if results else np.zeros(empty, np.uint16 if images.dtype == np.uint16 else np.uint8)
         return results
 
 
@@ -300,6 +313,7 @@ def load(
     tile_batch: int = 4,
     self_ensemble: bool = False,
     memory_budget_mib: float = DEFAULT_MEMORY_BUDGET_MIB,
+    dtype: str | None = None,
 ) -> Sharpener:
     """A `Sharpener` for a released model, a model folder or a training workdir.
 
@@ -312,10 +326,18 @@ def load(
       which: `"best"` (highest validation PSNR) or `"latest"` checkpoint (a workdir only).
       ema: use the exponential moving average of the parameters when the run kept one.
       tile, overlap, tile_batch, self_ensemble, memory_budget_mib: see `Sharpener`.
+      dtype: the compute dtype, "float32" or "bfloat16" (parameters stay float32; outputs are
+        rounded to the image's 8 or 16 bits all the same); None keeps the model config's
+        (float32 for every released model).
+
+    Raises:
+      ValueError: `dtype` is not one of those.
     """
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not a compute dtype kdjax models run in; pass one of {', '.join(DTYPES)}.")
     config, params = weights.restore_params(model, which=which, ema=ema)
     return Sharpener(
-        build_model(config.model),
+        build_model({**config.model, "dtype": dtype or config.model.get("dtype")}),
         params,
         tile=tile,
         overlap=overlap,
