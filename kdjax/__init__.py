@@ -1,11 +1,12 @@
-"""kdjax: image sharpening with knowledge distillation in JAX.
+"""kdjax: image sharpening and upscaling with knowledge distillation in JAX.
 
-A Swin-transformer teacher is trained for quality; lightweight CNN students
-learn from the ground truth and the frozen teacher to run in real time.
+A large teacher (a Swin transformer trained here, or a published network imported from its
+authors' weights) is trained or imported for quality; lightweight CNN students learn from
+the ground truth and the frozen teacher to run in real time.
 
     import kdjax
     model = kdjax.load("realtime_kd_x2")   # a released model by name, a model folder or a workdir
-    sharp = model.sharpen(image)            # uint8 HxWx3 in, same out
+    sharp = model(image)                    # uint8 (or uint16) HxWx3 in; model.scale times larger out
 """
 
 __all__ = ["Sharpener", "load"]

@@ -3,7 +3,7 @@
 How an image is predicted by `predict` (all inside one jitted function per input shape and
 settings; `predict_band` is the same maths one row of tiles at a time, see below):
 
-1. Reflect-pad the uint8 images on device, bottom/right, to a multiple of the model's size
+1. Reflect-pad the integer (uint8 or uint16) images on device, bottom/right, to a multiple of the model's size
    multiple (Swin window, pixel-shuffle factor), exactly as the models pad themselves. Tiles
    are converted to float32 in [0, 1] as they are cut, so no float copy of the input exists.
 2. Each axis is cut into the fewest overlapping tiles of at most `tile` pixels, shrunk to
