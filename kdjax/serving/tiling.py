@@ -3,8 +3,8 @@
 How an image is predicted by `predict` (all inside one jitted function per input shape and
 settings; `predict_band` is the same maths one row of tiles at a time, see below):
 
-1. Reflect-pad the integer (uint8 or uint16) images on device, bottom/right, to a multiple of the model's size
-   multiple (Swin window, pixel-shuffle factor), exactly as the models pad themselves. Tiles
+1. Reflect-pad the integer (uint8 or uint16) images on device, bottom/right, to a multiple of
+   the model's size multiple (Swin window, pixel-shuffle factor), as the models pad themselves. Tiles
    are converted to float32 in [0, 1] as they are cut, so no float copy of the input exists.
 2. Each axis is cut into the fewest overlapping tiles of at most `tile` pixels, shrunk to
    share the axis evenly (1080 rows with tile 512 -> 3 tiles of 384, not 3 of 512). Starts and
