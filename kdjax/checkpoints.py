@@ -48,6 +48,12 @@ _TENSORSTORE_STATUS = re.compile(r"([A-Z][A-Z_]{3,}): ")
 T = TypeVar("T")
 
 
+def check_which(which: str) -> None:
+    """One sentence for a checkpoint choice other than "best" or "latest"."""
+    if which not in WHICH:
+        raise ValueError(f"which={which!r} is not understood; use one of {', '.join(WHICH)}.")
+
+
 class DamagedCheckpointError(ValueError):
     """Every checkpoint of a workdir is damaged; the message names them and why."""
 
@@ -161,8 +167,7 @@ def candidate_steps(manager: ocp.CheckpointManager, workdir: str | Path, which: 
     the unevaluated ones newest first (a run stopped before its first evaluation has only those).
     The first intact one is used (``read_params``), so a damaged checkpoint falls back to the next.
     """
-    if which not in WHICH:
-        raise ValueError(f"which={which!r} is not understood; use 'best' or 'latest'.")
+    check_which(which)
     newest_first = sorted(manager.all_steps(), reverse=True)
     if not newest_first:
         raise FileNotFoundError(

@@ -252,7 +252,8 @@ def _parse_flags(argv: list[str]) -> list[str]:
         # ml_collections reports an override of a key the config lacks as "'key'", sometimes
         # followed by a suggestion.
         text = str(error.args[0] if error.args else "")
-        key = (re.search(r"\w+", text) or re.search("", "")).group(0)
+        first_word = re.search(r"\w+", text)
+        key = first_word.group(0) if first_word else ""
         suggestion = re.search(r'Did you mean "(\w+)"', text)
         overrides = [arg.split("=")[0] for arg in argv if re.match(rf"--config\.(.*\.)?{re.escape(key)}(=|$)", arg)]
         _exit_usage(

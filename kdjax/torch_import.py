@@ -389,9 +389,6 @@ def import_to_folder(arch: str, checkpoint: str | os.PathLike, output_dir: str |
     from kdjax import config as config_lib  # pylint: disable=import-outside-toplevel  # run config only here
     from kdjax import degradations, weights  # pylint: disable=import-outside-toplevel
 
-    output = Path(output_dir)
-    if output.exists() and any(output.iterdir()) and not weights.is_model_folder(output):
-        raise ValueError(f"--output={output} exists and is not a model folder; choose an empty or new folder.")
     model_config, params = import_checkpoint(arch, checkpoint)
     config = config_lib.base_config()
     config.model = ml_collections.ConfigDict(model_config)
@@ -404,4 +401,4 @@ def import_to_folder(arch: str, checkpoint: str | os.PathLike, output_dir: str |
         "model": arch,
         "params": int(sum(np.size(leaf) for leaf in jax.tree.leaves(params))),
     }
-    return weights.write_model_folder(output, config, params, provenance)
+    return weights.write_model_folder(output_dir, config, params, provenance)

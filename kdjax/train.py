@@ -15,7 +15,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from flax import traverse_util
 from jax.experimental import multihost_utils
 from tensorboardX import SummaryWriter
 
@@ -170,15 +171,6 @@ class _PreemptionFlag:
         return bool(np.any(flags))
 
 
-def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(values, dict):
-        return {prefix: values}
-    flat = {}
-    for key, value in values.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else key))
-    return flat
-
-
 def check_workdir(workdir: Path, config: ml_collections.ConfigDict, *, allow_config_change: bool = False) -> None:
     """Refuses a workdir that training would damage, before anything is written.
 
@@ -195,9 +187,9 @@ def check_workdir(workdir: Path, config: ml_collections.ConfigDict, *, allow_con
         )
     if not (workdir / weights.CONFIG_FILE).is_file() or allow_config_change:
         return
-    previous = _flatten(weights.load_config(workdir).to_dict())
+    previous = traverse_util.flatten_dict(weights.load_config(workdir).to_dict(), sep=".")
     # The teacher's model config is filled in from the teacher's folder when the run starts.
-    current = _flatten(config.to_dict())
+    current = traverse_util.flatten_dict(config.to_dict(), sep=".")
     differing = sorted(
         key for key in previous.keys() | current.keys()
         if not key.startswith("teacher.model") and json.dumps(previous.get(key), default=str)

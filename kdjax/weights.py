@@ -142,8 +142,7 @@ def restore_params(
     Returns:
       ``(config, params)``; ``build_model(config.model)`` is the module.
     """
-    if which not in checkpoints.WHICH:
-        raise ValueError(f"which={which!r} is not understood; use one of {', '.join(checkpoints.WHICH)}.")
+    checkpoints.check_which(which)
     path = resolve(source)
     config = load_config(path)
     if is_model_folder(path):
@@ -158,13 +157,10 @@ def export_params(workdir: str | Path, output_dir: str | Path, *, which: str = "
     ``restore_params``, ``kdjax.load`` and every ``kdjax`` command read it like a workdir,
     and distillation can name it as ``config.teacher.workdir``.
     """
-    if which not in checkpoints.WHICH:
-        raise ValueError(f"which={which!r} is not understood; use one of {', '.join(checkpoints.WHICH)}.")
+    checkpoints.check_which(which)
     output = Path(output_dir)
     if output.resolve() == Path(workdir).resolve():
         raise ValueError(f"--output={output} is the workdir itself; export to a new folder.")
-    if output.exists() and any(output.iterdir()) and not is_model_folder(output):
-        raise ValueError(f"{output} exists and is not an exported model; choose an empty or new folder.")
     config = load_config(workdir)
     params, step = _read_checkpoint(Path(workdir), config, which, ema)
     provenance = {
@@ -184,6 +180,9 @@ def write_model_folder(
 ) -> Path:
     """Writes ``config.json``, ``params.msgpack`` and ``export.json`` (``provenance``) to a folder."""
     output = Path(output_dir)
+    # Only an empty folder or an earlier model folder is written into: never anything else.
+    if output.exists() and any(output.iterdir()) and not is_model_folder(output):
+        raise ValueError(f"{output} exists and is not an exported model; choose an empty or new folder.")
     save_config(output, config)
     (output / PARAMS_FILE).write_bytes(serialization.to_bytes(jax.device_get(params)))
     (output / EXPORT_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
