@@ -34,7 +34,6 @@ from orbax.checkpoint import checkpoint_managers
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_METRIC = "psnr_y"
-WHICH = ("best", "latest")
 STATE_ITEM = "state"
 # Where resuming moves damaged checkpoints newer than the one it restored (beside CHECKPOINT_DIR,
 # so Orbax never lists them as steps).
@@ -46,12 +45,6 @@ _STATE_INDEX_FILES = ("_METADATA", "manifest.ocdbt")
 _TENSORSTORE_STATUS = re.compile(r"([A-Z][A-Z_]{3,}): ")
 
 T = TypeVar("T")
-
-
-def check_which(which: str) -> None:
-    """One sentence for a checkpoint choice other than "best" or "latest"."""
-    if which not in WHICH:
-        raise ValueError(f"which={which!r} is not understood; use one of {', '.join(WHICH)}.")
 
 
 class DamagedCheckpointError(ValueError):
@@ -166,8 +159,8 @@ def candidate_steps(manager: ocp.CheckpointManager, workdir: str | Path, which: 
     "latest": newest first. "best": evaluated checkpoints by validation PSNR, best first, then
     the unevaluated ones newest first (a run stopped before its first evaluation has only those).
     The first intact one is used (``read_params``), so a damaged checkpoint falls back to the next.
+    ``which`` is checked by the caller (``kdjax.weights.check_which``).
     """
-    check_which(which)
     newest_first = sorted(manager.all_steps(), reverse=True)
     if not newest_first:
         raise FileNotFoundError(

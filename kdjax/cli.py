@@ -169,11 +169,12 @@ def _export() -> None:
         folder = weights.export_params(source, output, which=_WHICH.value)
         print(f"Exported the {_WHICH.value} checkpoint of {source} to {folder}.")
         return
-    from kdjax.models import build_model  # pylint: disable=import-outside-toplevel
+    from kdjax.models import build_model, inference_form  # pylint: disable=import-outside-toplevel
     from kdjax.serving import export  # pylint: disable=import-outside-toplevel
 
     config, params = weights.restore_params(source, which=_WHICH.value)
-    model = build_model(config.model)
+    model_config, params = inference_form(config.model, params)
+    model = build_model(model_config)
     if _FORMAT.value == "stablehlo":
         export.export_stablehlo(model, params, output)
     else:

@@ -20,8 +20,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.model = models.model_config("swin_tiny")
     # A frozen teacher for distillation, restored from its own training workdir
     # (its model config is read from there); empty means no teacher.
+    # in_step: run the teacher inside every step (accelerators) rather than reading its labels
+    # from the per-image cache, which data.cache_variants > 0 enables (kdjax.data.degraded).
     config.teacher = ml_collections.ConfigDict(
-        dict(workdir="", which="best", ema=True, model=ml_collections.ConfigDict())
+        dict(workdir="", which="best", ema=True, in_step=False, model=ml_collections.ConfigDict())
     )
     config.data = data.default_data_config()
     config.batch_size = 16  # global, over all devices and hosts

@@ -7,6 +7,10 @@ Everything a distillation run adds to plain training lives here; ``kdjax.train``
   are an argument of the step, never part of the student's state or checkpoints.
 * ``teacher_targets``: the teacher's output (and tapped features) for a batch, either run
   inside the compiled step or read from labels the batch already carries.
+* ``label_degraded_images``: the teacher's output on every stored degraded training image
+  (``kdjax.data.degraded``), computed once at full size: the per-image label cache that lets
+  students train on the full stream at the cost of a student step (``data.cache_variants`` > 0
+  and ``teacher.in_step`` False).
 * ``TeacherLabelCache``: the first ``config.pool_batches`` batches of the stream labelled by
   the teacher once (its output and the tapped features, the features as float16), reused by
   the next run with the same data and teacher (a suite distilling several students pays once).
@@ -21,9 +25,11 @@ Everything a distillation run adds to plain training lives here; ``kdjax.train``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -33,9 +39,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+import tqdm
+
 from kdjax import losses, parallel, weights
 from kdjax.data import input_size, make_train_dataset, output_scale
-from kdjax.images import to_unit_float
+from kdjax.data.degraded import COMPLETE, example_names
+from kdjax.images import quantize, to_unit_float
+from kdjax.imresize import imresize
+from kdjax.models.layers import pad_to_multiple
 from kdjax.models import build_model, feature_shapes
 
 FEATURE_LOSSES = ("l1", "l2", "affinity")
@@ -46,6 +57,11 @@ def uses_teacher(config: ml_collections.ConfigDict) -> bool:
     return config.loss.output_kd_weight > 0 or config.loss.feature_kd_weight > 0
 
 
+def uses_label_cache(config: ml_collections.ConfigDict) -> bool:
+    """Whether the teacher's labels come from the per-image cache rather than the step or a pool."""
+    return bool(config.teacher.workdir) and config.data.cache_variants > 0 and not config.teacher.in_step
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises a one-sentence ``ValueError`` for distillation settings that cannot run."""
     if config.loss.feature_kd not in FEATURE_LOSSES:
@@ -54,6 +70,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "set --config.loss.feature_kd to one of them."
         )
     parse_feature_pairs(config.loss.feature_pairs)
+    if config.loss.feature_kd_weight > 0 and uses_label_cache(config):
+        raise ValueError(
+            "Feature KD needs the teacher's features, which the per-image label cache does not store; "
+            "set --config.teacher.in_step=True (the teacher runs in every step) or --config.loss.feature_kd_weight=0."
+        )
+    if config.data.cache_variants > 0 and config.pool_batches > 0:
+        raise ValueError(
+            "config.pool_batches and config.data.cache_variants both replace the data stream; set one of them to 0."
+        )
     if uses_teacher(config) and not config.teacher.workdir:
         raise ValueError(
             "The config has distillation weights (loss.output_kd_weight / loss.feature_kd_weight) "
@@ -83,11 +108,12 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
         config.teacher.workdir, which=config.teacher.which, ema=config.teacher.ema
     )
     model = build_model(teacher_config.model)
-    if model.scale != output_scale(config.data):
+    if model.scale != output_scale(config.data) and not sees_downscaled_input(config, model.scale):
         raise ValueError(
             f"The teacher in {config.teacher.workdir} outputs images {model.scale}x its input's size but this "
             f"run's task ({config.data.degradation.task}) needs {output_scale(config.data)}x; distil from a "
-            "teacher trained for the same task and scale."
+            "teacher trained for the same task and scale (an upscaler of data.degradation.scale can teach the "
+            "sharpen task through the per-image label cache, data.cache_variants > 0)."
         )
     with config.unlocked():
         config.teacher.model = teacher_config.model
@@ -97,6 +123,22 @@ def load_teacher(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> 
         model_config=teacher_config.model,
         params=parallel.replicate(jax.device_get(params), mesh),
     )
+
+
+def sees_downscaled_input(config: ml_collections.ConfigDict, teacher_scale: int) -> bool:
+    """Whether an upscaling teacher labels a sharpen run: it then sees each stored input
+    downscaled by its scale (``label_degraded_images``), which needs the per-image cache."""
+    degradation = config.data.degradation
+    return (
+        teacher_scale > 1 and degradation.task == "sharpen" and degradation.scale == teacher_scale
+        and uses_label_cache(config)
+    )
+
+
+def downscale_for_teacher(images: np.ndarray, scale: int) -> np.ndarray:
+    """What an upscaling teacher of ``scale`` sees of same-size (sharpen) images: each of the
+    (N, H, W, 3) images downscaled by ``scale`` with MATLAB bicubic (H, W multiples of it)."""
+    return np.stack([imresize(image, output_shape=(image.shape[0] // scale, image.shape[1] // scale)) for image in images])
 
 
 def parse_feature_pairs(spec: str) -> list[tuple[str, str]]:
@@ -251,7 +293,7 @@ def teacher_targets(
         return jax.lax.stop_gradient(output), features
     if "teacher_output" in batch:
         features = jax.tree.map(lambda f: f.astype(jnp.float32), batch.get("teacher_features"))
-        return batch["teacher_output"], features
+        return to_unit_float(batch["teacher_output"]), features
     return None, None
 
 
@@ -346,3 +388,62 @@ def _label_pool(
 def _local_rows(array: jax.Array) -> np.ndarray:
     """This host's rows of a batch-sharded array."""
     return np.concatenate([np.asarray(shard.data) for shard in array.addressable_shards], axis=0)
+
+
+# Stored images are padded up to a multiple of this before the teacher sees them, so that a
+# few compiled shapes serve images of every size (each new shape costs a compilation).
+_LABEL_SIZE_BUCKET = 32
+
+
+def teacher_digest(teacher: Teacher) -> str:
+    """A short hash of the teacher's model config and parameter values: its labels' identity."""
+    digest = hashlib.sha256(json.dumps(teacher.model_config.to_dict(), sort_keys=True, default=str).encode())
+    for leaf in jax.tree.leaves(jax.device_get(teacher.params)):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
+    """The teacher's output (uint8) on every stored degraded image in ``folder``, computed once.
+
+    Returns ``folder/teacher-<digest>``; labels already there (a complete folder, or the files
+    an interrupted labelling wrote) are kept. An upscaling teacher labelling same-size (sharpen)
+    inputs sees each input downscaled by its scale with MATLAB bicubic: the one low-resolution
+    view every degradation has (for bicubic down-up it is close to the low-resolution image the
+    input was made from; for blur, noise or JPEG it keeps their damage, which such a teacher was
+    not trained to remove). Each input is mirror-padded at the bottom/right to
+    a multiple of 32 pixels and the output cropped back: the labels of the last few rows and
+    columns therefore see mirrored content where the teacher would see its convolutions' zero
+    padding, a small difference traded for compiling one function per size bucket.
+    """
+    out_dir = folder / f"teacher-{teacher_digest(teacher)}"
+    if (out_dir / COMPLETE).is_file():
+        return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scale = teacher.model.scale
+
+    @jax.jit
+    def label(params, image):
+        padded = pad_to_multiple(to_unit_float(image)[None], _LABEL_SIZE_BUCKET)
+        return quantize(teacher.model.apply({"params": params}, padded, train=False)[0], np.uint8)
+
+    params = jax.device_get(teacher.params)
+    pixels = 0
+    with tqdm.tqdm(example_names(folder), desc="Teacher labels", unit="image") as progress:
+        for name in progress:
+            path = out_dir / f"{name}.npy"
+            if path.is_file():
+                continue
+            with np.load(folder / "images" / f"{name}.npz") as stored:
+                low, (height, width) = stored["input"], stored["target"].shape[:2]
+            if low.shape[0] * scale != height:
+                low = downscale_for_teacher(low[None], scale)[0]
+            output = np.asarray(label(params, low))[:height, :width]
+            temporary = path.with_name(path.name + ".partial")
+            with open(temporary, "wb") as file:
+                np.save(file, output)
+            temporary.replace(path)
+            pixels += height * width
+            progress.set_postfix(megapixels=f"{pixels / 1e6:.1f}")
+    (out_dir / COMPLETE).write_text(json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n")
+    return out_dir

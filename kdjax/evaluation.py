@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from kdjax import data, images, metrics, weights
+from kdjax import data, distill, images, metrics, weights
 from kdjax.images import to_uint8, to_unit_float
 from kdjax.imresize import imresize
 from kdjax.models import build_model
@@ -158,8 +158,15 @@ class Evaluator:
         fixed = {}
         self._columns = {"input": "input"}
         if teacher is not None:
-            teacher_predict = jax.jit(make_predict_fn(teacher.model))
-            fixed["teacher"] = functools.partial(teacher_predict, _local_copy(teacher.params, self._device))
+            teacher_predict = functools.partial(
+                jax.jit(make_predict_fn(teacher.model)), _local_copy(teacher.params, self._device)
+            )
+            if teacher.model.scale != model.scale:
+                # An upscaler teaching a sharpen run sees the input downscaled, as when labelling.
+                scale = teacher.model.scale
+                fixed["teacher"] = lambda x: teacher_predict(distill.downscale_for_teacher(np.asarray(x), scale))
+            else:
+                fixed["teacher"] = teacher_predict
             self._columns["teacher"] = f"teacher ({teacher.model_config.name})"
         self._columns["model"] = f"{model.role} ({config.model.name})"
         self._columns["target"] = "ground truth"

@@ -9,9 +9,11 @@ its checkpoints), so an interrupted suite picks up where it stopped.
 Optional keys: ``labels`` (run name -> table label), ``eval_dirs`` (image
 folders every trained model is also evaluated on, e.g. Set5 and Set14, with
 each run's evaluation degradation; the table then shows those sets instead of
-the runs' validation set) and ``timing`` (``runs``: names of runs whose
+the runs' validation set), ``timing`` (``runs``: names of runs whose
 milliseconds per frame are measured on this machine, ``height``, ``width``,
-``repeats``).
+``repeats``) and ``seeds``: every run is trained once per seed, in
+``WORKDIR/<name>/seed_<s>`` (a sibling teacher is its first seed's run), and the
+table shows the mean and standard deviation over the seeds (sample std).
 """
 
 from __future__ import annotations
@@ -27,9 +29,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from kdjax import distill, evaluation, serving, train
-from kdjax.models import build_model, count_params, gflops_per_frame
-from kdjax.models.summary import abstract_params
+from kdjax import distill, evaluation, serving, train, weights
+from kdjax.models import build_model, count_params, gflops_per_frame, inference_form
 
 SIBLING_PREFIX = "@"
 
@@ -38,24 +39,35 @@ def is_suite(config: ml_collections.ConfigDict) -> bool:
     return "runs" in config
 
 
-def _resolve_teacher(run: ml_collections.ConfigDict, workdir: Path, done: set[str]) -> None:
+def _resolve_teacher(run: ml_collections.ConfigDict, workdirs: dict[str, Path]) -> None:
     teacher_dir = run.teacher.workdir
     if teacher_dir.startswith(SIBLING_PREFIX):
         sibling = teacher_dir[len(SIBLING_PREFIX):]
-        if sibling not in done:
+        if sibling not in workdirs:
             raise ValueError(
                 f"teacher.workdir={teacher_dir!r} names run {sibling!r}, which does not run "
                 f"before it; list {sibling!r} earlier in the suite's `order`."
             )
-        run.teacher.workdir = str(workdir / sibling)
+        run.teacher.workdir = str(workdirs[sibling])
 
 
-def _model_cost(model_config: ml_collections.ConfigDict) -> dict[str, float]:
+def _model_cost(workdir: Path) -> dict[str, float]:
+    """Parameters and GFLOPs per 1080p frame of the trained model, in the form it is deployed
+    (a re-parameterisable student folded)."""
+    config, params = weights.restore_params(workdir, which="latest")
+    model_config, params = inference_form(config.model, params)
     model = build_model(model_config)
-    return {
-        "params": count_params(abstract_params(model)),
-        "gflops_1080p": gflops_per_frame(model),
-    }
+    return {"params": count_params(params), "gflops_1080p": gflops_per_frame(model, params)}
+
+
+def _mean_and_std(results: list[dict[str, float]]) -> dict[str, float]:
+    """Metric means over seeds, plus ``<metric>_std`` (0 for a single seed)."""
+    summary = {}
+    for key in results[0]:
+        values = [result[key] for result in results]
+        summary[key] = statistics.fmean(values)
+        summary[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
 
 
 def ms_per_frame(workdir: Path, height: int, width: int, repeats: int, max_seconds: float = 60.0) -> float:
@@ -79,8 +91,15 @@ def _set_names(rows: list[dict[str, Any]]) -> list[str]:
     return list(rows[0].get("sets", {})) if rows else []
 
 
+def _metric(row: dict[str, Any], key: str, digits: int) -> str:
+    text = f"{row[key]:.{digits}f}"
+    if row.get(f"{key}_std") is not None and row.get("seeds", 1) > 1:
+        text += f" ± {row[f'{key}_std']:.{digits}f}"
+    return text
+
+
 def results_table(rows: list[dict[str, Any]], timing: str | None = None) -> str:
-    """A Markdown table of the rows produced by ``run_suite``.
+    """A Markdown table of the rows produced by ``run_suite`` (mean ± std over seeds).
 
     Args:
       rows: one row per model (and one for the degraded input).
@@ -89,16 +108,18 @@ def results_table(rows: list[dict[str, Any]], timing: str | None = None) -> str:
     """
     sets = _set_names(rows)
     # With named evaluation sets those are the table; otherwise the runs' own validation set.
-    header = ["model"] if sets else ["model", "PSNR Y (dB)", "SSIM Y", "PSNR RGB (dB)", "SSIM RGB"]
+    header = ["model", "seeds"] if sets else ["model", "seeds", "PSNR Y (dB)", "SSIM Y", "PSNR RGB (dB)", "SSIM RGB"]
     header += [f"{name} {metric}" for name in sets for metric in ("PSNR Y (dB)", "SSIM Y")]
     header += ["params", "GFLOPs / 1080p frame"] + ([timing] if timing else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["label"]]
+        cells = [row["label"], str(row["seeds"]) if row.get("run") else "-"]
         if not sets:
-            cells += [f"{row['psnr_y']:.2f}", f"{row['ssim_y']:.4f}", f"{row['psnr_rgb']:.2f}", f"{row['ssim_rgb']:.4f}"]
+            cells += [_metric(row, "psnr_y", 2), _metric(row, "ssim_y", 4), _metric(row, "psnr_rgb", 2),
+                      _metric(row, "ssim_rgb", 4)]
         for name in sets:
-            cells += [f"{row['sets'][name]['psnr_y']:.2f}", f"{row['sets'][name]['ssim_y']:.4f}"]
+            cells += [_metric(row["sets"][name] | {"seeds": row.get("seeds", 1)}, "psnr_y", 2),
+                      _metric(row["sets"][name] | {"seeds": row.get("seeds", 1)}, "ssim_y", 4)]
         cells.append(f"{row['params'] / 1e6:.3f} M" if row.get("params") is not None else "-")
         cells.append(f"{row['gflops_1080p']:.1f}" if row.get("gflops_1080p") is not None else "-")
         if timing:
@@ -108,7 +129,7 @@ def results_table(rows: list[dict[str, Any]], timing: str | None = None) -> str:
 
 
 def run_suite(config: ml_collections.ConfigDict, workdir: str | Path) -> list[dict[str, Any]]:
-    """Trains every run of the suite, then writes ``results.json`` and ``results.md``."""
+    """Trains every run of the suite (once per seed), then writes ``results.json`` and ``results.md``."""
     workdir = Path(workdir)
     missing = [name for name in config.order if name not in config.runs]
     timing = config.get("timing")
@@ -119,36 +140,47 @@ def run_suite(config: ml_collections.ConfigDict, workdir: str | Path) -> list[di
             f"The suite names runs {missing} that are not among the runs it trains, {list(config.order)}."
         )
     eval_dirs = tuple(config.get("eval_dirs", ()))
+    seeds = tuple(config.get("seeds", ()))
     rows: list[dict[str, Any]] = []
-    done: set[str] = set()
+    first_workdirs: dict[str, Path] = {}
     label_cache = distill.TeacherLabelCache()  # students of one teacher share its labelled pool
     for name in config.order:
-        run = ml_collections.ConfigDict(config.runs[name].to_dict())
-        _resolve_teacher(run, workdir, done)
-        logging.info("Suite %s: run %r (%s).", workdir, name, run.model.name)
-        report = train.train_and_evaluate(run, workdir / name, label_cache=label_cache)
-        done.add(name)
-        # The final model, as in the run's own report (not the checkpoint that scored best).
-        extra = evaluation.evaluate_workdir(workdir / name, which="latest", eval_dirs=eval_dirs) if eval_dirs else {}
+        reports, extras, run_dirs = [], [], []
+        for seed in seeds or (None,):
+            run = ml_collections.ConfigDict(config.runs[name].to_dict())
+            _resolve_teacher(run, first_workdirs)
+            run_dir = workdir / name if seed is None else workdir / name / f"seed_{seed}"
+            if seed is not None:
+                run.seed = seed
+            logging.info("Suite %s: run %r (%s), seed %d.", workdir, name, run.model.name, run.seed)
+            reports.append(train.train_and_evaluate(run, run_dir, label_cache=label_cache))
+            # The final model, as in the run's own report (not the checkpoint that scored best).
+            extras.append(evaluation.evaluate_workdir(run_dir, which="latest", eval_dirs=eval_dirs) if eval_dirs else {})
+            run_dirs.append(run_dir)
+        first_workdirs[name] = run_dirs[0]
         if not rows:
             rows.append(
                 {
                     "label": "input (degraded)",
                     "run": None,
-                    **report["results"]["input"],
-                    "sets": {set_name: result["input"] for set_name, result in extra.items()},
+                    **reports[0]["results"]["input"],
+                    "sets": {set_name: result["input"] for set_name, result in extras[0].items()},
                 }
             )
         label = config.labels.get(name, name) if "labels" in config else name
         row = {
             "label": label,
             "run": name,
-            **report["results"]["model"],
-            "sets": {set_name: result["model"] for set_name, result in extra.items()},
-            **_model_cost(run.model),
+            "seeds": len(run_dirs),
+            **_mean_and_std([report["results"]["model"] for report in reports]),
+            "sets": {
+                set_name: _mean_and_std([extra[set_name]["model"] for extra in extras]) for set_name in extras[0]
+            },
+            "per_seed": [{"workdir": str(run_dir), **report["results"]["model"]} for run_dir, report in zip(run_dirs, reports)],
+            **_model_cost(run_dirs[0]),
         }
         if timing is not None and name in timing.runs:
-            row["ms_per_frame"] = ms_per_frame(workdir / name, timing.height, timing.width, timing.repeats)
+            row["ms_per_frame"] = ms_per_frame(run_dirs[0], timing.height, timing.width, timing.repeats)
         rows.append(row)
     (workdir / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     timing_title = (

@@ -260,8 +260,11 @@ def train_and_evaluate(
     if is_chief:
         weights.save_config(workdir, config)
     logging.info("Run config:\n%s", config.to_json_best_effort(indent=2, sort_keys=True))
+    teacher_labels = None
+    if distill.uses_label_cache(config):
+        teacher_labels = distill.label_degraded_images(data.write_degraded_images(config.data), teacher)
     train_data = data.make_train_dataset(
-        config.data, global_batch_size=config.batch_size, seed=config.seed
+        config.data, global_batch_size=config.batch_size, seed=config.seed, teacher_labels=teacher_labels
     )
     data_iter = iter(train_data)
     manager = checkpoints.make_manager(workdir, config)
@@ -270,8 +273,8 @@ def train_and_evaluate(
     if start_step:
         logging.info("Resumed from the checkpoint at step %d in %s.", start_step, workdir)
 
-    # With a pool the step reads the teacher's labels from the batch instead of running it
-    # (a finished run, resumed to be evaluated, needs no pool).
+    # With a pool or the per-image label cache the step reads the teacher's labels from the
+    # batch instead of running it (a finished run, resumed to be evaluated, needs no pool).
     pool = None
     if config.pool_batches and start_step < config.num_steps:
         pool = (label_cache or distill.TeacherLabelCache()).pool(config, teacher, mesh)
@@ -281,7 +284,7 @@ def train_and_evaluate(
             config,
             model,
             tx,
-            None if pool or teacher is None else teacher.model,
+            None if pool or teacher_labels or teacher is None else teacher.model,
             None if adapters is None else adapters.adapters,
         ),
         donate_argnums=(0,),

@@ -8,7 +8,8 @@ any of:
 
 * a released model's name (``"realtime_kd_x2"``): the folders under ``pretrained/``, shipped
   inside the package as ``kdjax.pretrained``;
-* a model folder (``export_params`` writes one from a training workdir);
+* a model folder (``export_params`` writes one from a training workdir, in the model's
+  inference form: a re-parameterisable student's branches folded into plain convolutions);
 * a training workdir (``config.json`` + Orbax ``checkpoints/``): only the model's parameters
   are restored (``kdjax.checkpoints.read_params``), no optimizer, adapters or teacher.
 
@@ -27,14 +28,28 @@ import ml_collections
 import numpy as np
 from flax import serialization
 
-from kdjax import checkpoints
-from kdjax.models import build_model, count_params
+from kdjax.models import build_model, count_params, inference_form
 from kdjax.models.summary import abstract_params
 
 CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.msgpack"
 EXPORT_FILE = "export.json"
 RELEASED_PACKAGE = "kdjax.pretrained"
+WHICH = ("best", "latest")
+
+
+def check_which(which: str) -> None:
+    """One sentence for a checkpoint choice other than "best" or "latest"."""
+    if which not in WHICH:
+        raise ValueError(f"which={which!r} is not understood; use one of {', '.join(WHICH)}.")
+
+
+def _checkpoints():
+    """``kdjax.checkpoints``, imported when a training workdir is read: Orbax and Grain add
+    33 MiB of resident memory and a slower start to processes that only read model folders."""
+    from kdjax import checkpoints  # pylint: disable=import-outside-toplevel
+
+    return checkpoints
 
 
 def save_config(folder: str | Path, config: ml_collections.ConfigDict) -> None:
@@ -124,7 +139,7 @@ def _read_model_folder(path: Path, config: ml_collections.ConfigDict) -> Any:
 
 def _read_checkpoint(path: Path, config: ml_collections.ConfigDict, which: str, ema: bool) -> tuple[Any, int]:
     key = "ema_params" if _uses_ema(config, ema) else "params"
-    return checkpoints.read_params(path, which, key, abstract_params(build_model(config.model)))
+    return _checkpoints().read_params(path, which, key, abstract_params(build_model(config.model)))
 
 
 def restore_params(
@@ -142,7 +157,7 @@ def restore_params(
     Returns:
       ``(config, params)``; ``build_model(config.model)`` is the module.
     """
-    checkpoints.check_which(which)
+    check_which(which)
     path = resolve(source)
     config = load_config(path)
     if is_model_folder(path):
@@ -157,12 +172,14 @@ def export_params(workdir: str | Path, output_dir: str | Path, *, which: str = "
     ``restore_params``, ``kdjax.load`` and every ``kdjax`` command read it like a workdir,
     and distillation can name it as ``config.teacher.workdir``.
     """
-    checkpoints.check_which(which)
+    check_which(which)
     output = Path(output_dir)
     if output.resolve() == Path(workdir).resolve():
         raise ValueError(f"--output={output} is the workdir itself; export to a new folder.")
     config = load_config(workdir)
     params, step = _read_checkpoint(Path(workdir), config, which, ema)
+    # Exported in the form to deploy (a re-parameterisable student folded to plain convolutions).
+    config.model, params = inference_form(config.model, params)
     provenance = {
         "workdir": str(workdir),
         "checkpoint": which,

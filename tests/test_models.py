@@ -27,10 +27,12 @@ BATCH, HEIGHT, WIDTH = 2, 37, 53  # odd sizes: not multiples of any window or sh
 TINY_CONFIGS = {
     "swin_tiny": {},
     "swin_tiny_3conv_window4": {"window_size": 4, "resi_connection": "3conv", "depths": (2, 1, 2)},
+    "swin_tiny_half": {"body_factor": 2},
     "plain3": {"features": (8, 4)},
     "residual": {"width": 8, "num_blocks": 2},
     "separable": {"width": 8, "num_blocks": 2},
     "realtime": {"width": 8, "num_blocks": 2},
+    "rep": {"width": 8, "num_blocks": 2},
 }
 
 
@@ -73,7 +75,9 @@ def _random_params(model, seed: int = 0):
 def _expected_feature_shapes(model, key: str) -> dict[str, tuple[int, ...]]:
     """The shapes the module docstrings promise for a (BATCH, HEIGHT, WIDTH, 3) input."""
     if key.startswith("swin"):
-        return {name: (BATCH, HEIGHT, WIDTH, model.embed_dim) for name in model.feature_names}
+        factor = model.body_factor
+        body = (BATCH, -(-HEIGHT // factor), -(-WIDTH // factor), model.embed_dim)
+        return {name: body for name in model.feature_names}
     if key == "plain3":
         return {f"block_{i}": (BATCH, HEIGHT, WIDTH, c) for i, c in enumerate(model.features)}
     if key == "residual":
@@ -235,9 +239,18 @@ def test_bfloat16_forward_stays_close_to_float32(key):
     assert 0 < diff < 2e-2
 
 
-def test_realtime_default_fits_the_1080p_budget():
-    gflops = gflops_per_frame(build_model({"name": "realtime"}))
+@pytest.mark.parametrize("name", ["realtime", "rep", "rep_x2"])
+def test_real_time_students_fit_the_1080p_output_budget(name):
+    model = build_model({"name": name, "overrides": {"folded": True}} if name.startswith("rep") else {"name": name})
+    frame = (1080 // model.scale, 1920 // model.scale)  # a 1080p *output*
+    gflops = gflops_per_frame(model, height=frame[0], width=frame[1])
     assert 10 < gflops <= 20
+
+
+def test_the_half_resolution_swin_body_costs_about_a_quarter():
+    full = gflops_per_frame(build_model({"name": "swin_light"}), height=64, width=64)
+    half = gflops_per_frame(build_model({"name": "swin_light_half"}), height=64, width=64)
+    assert 0.2 < half / full < 0.3
 
 
 def test_registry_builds_from_json_like_config():

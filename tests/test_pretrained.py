@@ -1,5 +1,6 @@
 """The released weights under pretrained/: they load on a fresh clone and reproduce
-the Set5/Set14 numbers of BENCHMARKS.md (the benchmark suite's results.json)."""
+the Set5/Set14 numbers of BENCHMARKS.md (the benchmark suite's results.json, and the
+students' evaluation in benchmarks/results/students_x2.json)."""
 
 import json
 from pathlib import Path
@@ -17,9 +18,15 @@ PRETRAINED = REPO / "pretrained"
 SHARED = REPO / common.SHARED_DATA
 BENCHMARK_ROWS = {
     row["run"]: row
-    for row in json.loads((REPO / "benchmarks" / "results" / "x2_benchmark.json").read_text())
+    for results in ("x2_benchmark.json", "students_x2.json")
+    for row in json.loads((REPO / "benchmarks" / "results" / results).read_text())
 }
-RELEASED = {"swin_light_x2": ("Set5",), "realtime_kd_x2": ("Set5", "Set14"), "realtime_x2": ("Set5", "Set14")}
+RELEASED = {
+    "swin_light_x2": ("Set5",),
+    "realtime_kd_x2": ("Set5", "Set14"),
+    "realtime_x2": ("Set5", "Set14"),
+    "rep_kd_x2": ("Set5", "Set14"),
+}
 
 
 def test_the_released_models_are_all_there():
@@ -45,3 +52,10 @@ def test_kdjax_load_finds_released_models_by_name_from_any_directory(tmp_path, m
     sharp = kdjax.load("realtime_kd_x2").sharpen(image)
     assert sharp.shape == image.shape and sharp.dtype == np.uint8
     assert np.abs(sharp.astype(int) - image).mean() > 0.5
+
+
+def test_the_released_upscaler_runs_folded():
+    upscaler = kdjax.load("rep_kd_x2")
+    assert upscaler.scale == 2 and upscaler.model.folded
+    image = np.asarray(skimage.data.astronaut())[:40, :60]
+    assert upscaler(image).shape == (80, 120, 3)

@@ -13,7 +13,7 @@ import pytest
 from kdjax import data, degradations, serving, torch_import, train
 from kdjax.data import transforms
 from kdjax.imresize import imresize
-from kdjax.models import build_model, model_config
+from kdjax.models import build_model, layers, model_config
 from kdjax.serving import tiling
 from test_inference import _apply_fn, _init
 from test_train import TINY_TEACHER, tiny_config
@@ -66,6 +66,7 @@ def test_upscale_needs_bicubic_and_a_patch_on_the_scale():
         ("residual", {"width": 4, "num_blocks": 1, "scale": 2}),
         ("separable", {"width": 4, "num_blocks": 1, "scale": 2}),
         ("realtime", {"width": 4, "num_blocks": 1, "scale": 2, "shuffle_factor": 2}),
+        ("rep", {"width": 4, "num_blocks": 1, "scale": 3}),
         ("swin_tiny", {**TINY_TEACHER, "scale": 4}),
         # rlfn and bsrn: tests/test_torch_import.py::test_modules_keep_the_model_contract
     ],
@@ -79,11 +80,19 @@ def test_every_model_upscales_odd_sizes_to_scale_times_the_input(name, fields):
     assert set(features) == set(model.feature_names)
 
 
-def test_a_fresh_upscaling_student_is_bicubic_upscaling():
-    model = build_model(model_config("realtime", scale=2))
+@pytest.mark.parametrize("name", ["realtime", "rep"])
+def test_a_fresh_upscaling_student_is_matlab_bicubic_upscaling(name):
+    model = build_model(model_config(name, scale=2))
     x = jax.random.uniform(jax.random.key(0), (1, 12, 8, 3))  # a multiple of its factor 4: no padding
     out = model.apply(model.init(jax.random.key(1), x), x)
-    np.testing.assert_allclose(out, jax.image.resize(x, (1, 24, 16, 3), "bicubic"), atol=1e-6)
+    np.testing.assert_allclose(out[0], imresize(np.asarray(x[0], np.float64), scale=2), atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_upscaling_is_matlabs_imresize_borders_included(scale):
+    image = np.random.default_rng(scale).random((13, 6, 3))
+    upscaled = layers.upscale_bicubic(jnp.asarray(image[None], jnp.float32), scale)[0]
+    np.testing.assert_allclose(upscaled, imresize(image, scale=scale), atol=1e-5)
 
 
 @pytest.mark.parametrize(

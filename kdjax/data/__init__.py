@@ -1,10 +1,12 @@
 """Training and evaluation data: image sources, per-example transformations, Grain pipelines.
 
 ``sources`` owns where sharp images come from, ``transforms`` what one example becomes
-(patches, degraded inputs), ``pipeline`` how examples become batches (Grain). The names most
+(patches, degraded inputs), ``degraded`` the training images degraded whole once and stored
+with their teacher labels, ``pipeline`` how examples become batches (Grain). The names most
 runs need are re-exported here: ``from kdjax import data; data.folder_source_config(...)``.
 """
 
+from kdjax.data.degraded import DegradedImages, cache_folder, write_degraded_images
 from kdjax.data.pipeline import (
     ShuffledEpochs,
     check_task,
@@ -36,6 +38,7 @@ __all__ = [
     "SKIMAGE_PHOTOS",
     "CachedSource",
     "DataSourceError",
+    "DegradedImages",
     "ExamplePreparationError",
     "ImageFolder",
     "ImageTooSmallError",
@@ -44,6 +47,7 @@ __all__ = [
     "SkimagePhotos",
     "TfdsImages",
     "build_source",
+    "cache_folder",
     "check_task",
     "default_data_config",
     "folder_source_config",
@@ -55,4 +59,5 @@ __all__ = [
     "paired_source_config",
     "skimage_source_config",
     "tfds_source_config",
+    "write_degraded_images",
 ]

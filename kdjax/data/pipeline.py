@@ -14,6 +14,8 @@
   Iterators support ``get_state``/``set_state`` and Orbax checkpointing
   (``grain.checkpoint.CheckpointSave``/``CheckpointRestore``), so a resumed run sees exactly the
   batches it would have seen.
+  With ``cache_variants`` > 0 the examples are stored degraded images instead
+  (``kdjax.data.degraded``), with the teacher's labels in distillation.
 * ``make_eval_dataset``: a ``MapDataset`` of whole images ``{"input", "target", "name"}``
   (``EvalExample``), in source order.
 
@@ -24,6 +26,7 @@ the file headers) unless ``min_size_policy="pad"``.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -33,6 +36,7 @@ import numpy as np
 from absl import flags
 
 from kdjax import degradations
+from kdjax.data.degraded import DegradedImages, write_degraded_images
 from kdjax.data.sources import (
     CachedSource,
     PairedFolder,
@@ -72,6 +76,11 @@ def default_data_config() -> ml_collections.ConfigDict:
       read_threads: threads per process preparing batches (image decoding and numpy release
         the GIL for part of the work).
       prefetch: batches each process prepares ahead of the training loop.
+      cache_variants: 0 degrades training patches on the fly; K > 0 degrades every training
+        image whole K times, once, and cuts patches from these stored pairs (and from the
+        teacher's labels of them in distillation), see ``kdjax.data.degraded``.
+      cache_dir: where those degraded images (and teacher labels) are stored, one folder per
+        source, degradation and K.
     """
     return ml_collections.ConfigDict(
         dict(
@@ -86,6 +95,8 @@ def default_data_config() -> ml_collections.ConfigDict:
             worker_count=0,
             read_threads=2,
             prefetch=2,
+            cache_variants=0,
+            cache_dir="runs/cache",
         )
     )
 
@@ -166,6 +177,7 @@ def make_train_dataset(
     process_index: int | None = None,
     process_count: int | None = None,
     worker_count: int | None = None,
+    teacher_labels: str | os.PathLike | None = None,
 ) -> grain.IterDataset:
     """The infinite training stream of this host's batches (see the module docstring).
 
@@ -177,6 +189,9 @@ def make_train_dataset(
       process_index: this host's index; default ``jax.process_index()``.
       process_count: number of hosts; default ``jax.process_count()``.
       worker_count: processes preparing batches; default ``data_cfg.worker_count``.
+      teacher_labels: with ``data_cfg.cache_variants`` > 0, the folder of the teacher's labels
+        of the stored degraded images (``kdjax.distill.label_degraded_images``); batches then
+        carry ``teacher_output`` (uint8) too.
 
     Returns:
       A Grain ``IterDataset``; ``iter()`` it, and checkpoint the iterator with Orbax.
@@ -194,15 +209,24 @@ def make_train_dataset(
     worker_count = data_cfg.worker_count if worker_count is None else worker_count
     if data_cfg.cache_mib < 0:
         raise ValueError(f"data.cache_mib={data_cfg.cache_mib} is negative; set it to 0 (no cache) or more MiB.")
-    source = build_source(data_cfg.train_source)
-    _check_patch_fits(source, data_cfg)
-    paired = isinstance(source, PairedFolder)
-    check_task(data_cfg, paired)
+    if data_cfg.cache_variants < 0:
+        raise ValueError(
+            f"data.cache_variants={data_cfg.cache_variants} is negative; set 0 (degrade on the fly) or K > 0."
+        )
+    if data_cfg.cache_variants:
+        check_task(data_cfg)
+        source = DegradedImages(write_degraded_images(data_cfg), teacher_labels)
+        pre_degraded = True
+    else:
+        source = build_source(data_cfg.train_source)
+        _check_patch_fits(source, data_cfg)
+        pre_degraded = isinstance(source, PairedFolder)
+        check_task(data_cfg, pre_degraded)
     if data_cfg.cache_mib:
         source = CachedSource(source, max_bytes=int(data_cfg.cache_mib * 2**20))
     transform = TrainPatch(
         patch_size=data_cfg.patch_size,
-        degradation=None if paired else degradations.build_degradation(data_cfg.degradation, train=True),
+        degradation=None if pre_degraded else degradations.build_degradation(data_cfg.degradation, train=True),
         min_size_policy=data_cfg.min_size_policy,
         augment=data_cfg.augment,
     )

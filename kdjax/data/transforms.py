@@ -118,7 +118,7 @@ class TrainPatch:
     """
 
     patch_size: int
-    degradation: degradations.Degradation | None  # None for paired sources, which bring their inputs
+    degradation: degradations.Degradation | None  # None for sources that bring their inputs
     min_size_policy: str
     augment: bool
 
@@ -126,34 +126,67 @@ class TrainPatch:
         return _prepare(lambda e: self._patch(e, rng), example, "training patch")
 
     def _patch(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-        images = [example["input"], example["target"]] if "target" in example else [example["image"]]
-        height, width = images[-1].shape[:2]
+        if "target" in example:
+            return self._stored_patch(example, rng)
+        image = example["image"]
+        height, width = image.shape[:2]
         size = self.patch_size
         if height < size or width < size:
-            if self.min_size_policy == "error":
-                raise ImageTooSmallError(too_small_message(example["name"], height, width, size))
-            # Mirrored with the edge repeated (numpy's "symmetric"), which also works for 1-pixel sides.
-            padding = ((0, max(0, size - height)), (0, max(0, size - width)), (0, 0))
-            images = [np.pad(image, padding, mode="symmetric") for image in images]
-            height, width = images[-1].shape[:2]
-        grid = 1 if self.degradation is None else self.degradation.grid
-        context = 0 if self.degradation is None else math.ceil(self.degradation.context / grid) * grid
+            image = self._pad_small(image, example["name"])
+            height, width = image.shape[:2]
+        grid = self.degradation.grid
+        context = math.ceil(self.degradation.context / grid) * grid
         top, row_low, row_high = _patch_and_window(height, size, context, grid, rng)
         left, col_low, col_high = _patch_and_window(width, size, context, grid, rng)
-        windows = [image[row_low:row_high, col_low:col_high] for image in images]
+        window = image[row_low:row_high, col_low:col_high]
         top, left = top - row_low, left - col_low
         if self.augment:
-            windows, top, left = _rotate_flip(windows, top, left, size, int(rng.integers(8)))
-        if self.degradation is not None:
-            windows = [self.degradation(np.ascontiguousarray(windows[0]), rng), windows[0]]
+            (window,), top, left = _rotate_flip([window], top, left, size, int(rng.integers(8)))
+        degraded = self.degradation(np.ascontiguousarray(window), rng)
         # In the upscale task the degraded window is `scale` times smaller; window, patch and
         # offsets are multiples of the grid, hence of the scale.
-        scale = 1 if self.degradation is None else self.degradation.scale
+        scale = self.degradation.scale
         low_top, low_left, low_size = top // scale, left // scale, size // scale
         return {
-            "input": np.ascontiguousarray(windows[0][low_top : low_top + low_size, low_left : low_left + low_size]),
-            "target": np.ascontiguousarray(windows[1][top : top + size, left : left + size]),
+            "input": np.ascontiguousarray(degraded[low_top : low_top + low_size, low_left : low_left + low_size]),
+            "target": np.ascontiguousarray(window[top : top + size, left : left + size]),
         }
+
+    def _pad_small(self, image: np.ndarray, name: str, size: int | None = None) -> np.ndarray:
+        """Pads an image smaller than `size` (default: the patch) under min_size_policy="pad"."""
+        height, width = image.shape[:2]
+        size = size or self.patch_size
+        if self.min_size_policy == "error":
+            raise ImageTooSmallError(too_small_message(name, height, width, self.patch_size))
+        # Mirrored with the edge repeated (numpy's "symmetric"), which also works for 1-pixel sides.
+        padding = ((0, max(0, size - height)), (0, max(0, size - width)), (0, 0))
+        return np.pad(image, padding, mode="symmetric")
+
+    def _stored_patch(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The same crop and symmetry of an example that brings its input: a real blurry/sharp
+        pair, or a stored degraded image (``kdjax.data.degraded``), whose input may be `scale`
+        times smaller and which may carry the teacher's output (the target's size)."""
+        low = example["input"]
+        outputs = {key: example[key] for key in ("target", "teacher_output") if key in example}
+        scale = outputs["target"].shape[0] // low.shape[0]
+        size = self.patch_size
+        height, width = outputs["target"].shape[:2]
+        if height < size or width < size:
+            # Both sizes are multiples of the scale, so the input is padded by padding / scale.
+            outputs = {key: self._pad_small(value, example["name"]) for key, value in outputs.items()}
+            low = self._pad_small(low, example["name"], size // scale)
+            height, width = outputs["target"].shape[:2]
+        top, _, _ = _patch_and_window(height, size, 0, scale, rng)
+        left, _, _ = _patch_and_window(width, size, 0, scale, rng)
+        patches = {key: value[top : top + size, left : left + size] for key, value in outputs.items()}
+        low_size = size // scale
+        low = low[top // scale : top // scale + low_size, left // scale : left // scale + low_size]
+        if self.augment:
+            transform = int(rng.integers(8))
+            (low,), _, _ = _rotate_flip([low], 0, 0, low_size, transform)
+            rotated, _, _ = _rotate_flip(list(patches.values()), 0, 0, size, transform)
+            patches = dict(zip(patches, rotated))
+        return {"input": np.ascontiguousarray(low), **{key: np.ascontiguousarray(v) for key, v in patches.items()}}
 
 
 @dataclasses.dataclass(frozen=True)

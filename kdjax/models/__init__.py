@@ -9,6 +9,7 @@ from kdjax.models.registry import (
     STUDENT_NAMES,
     TEACHER_NAMES,
     build_model,
+    inference_form,
     model_config,
 )
 from kdjax.models.summary import (
@@ -27,5 +28,6 @@ __all__ = [
     "feature_shapes",
     "forward_cost",
     "gflops_per_frame",
+    "inference_form",
     "model_config",
 ]

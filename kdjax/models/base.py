@@ -12,11 +12,13 @@ properties, never the concrete class:
   tile sees the same grid as the whole image.
 * ``role``: ``"teacher"`` or ``"student"`` (labels in tables and grids).
 * ``feature_names``: the feature taps ``return_features=True`` returns, for distillation.
+* ``inference_form(params)``: the field overrides and parameters of the equivalent network to
+  deploy (a re-parameterisable model folds its training branches); by default the model itself.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import flax.linen as nn
 
@@ -43,6 +45,11 @@ class ImageModel(nn.Module):
     @property
     def feature_names(self) -> tuple[str, ...]:
         return ()
+
+    def inference_form(self, params: Any) -> tuple[dict[str, Any], Any]:
+        """``(overrides, params)``: the module fields to change and the parameters of the same
+        function in the form inference and export should run; ``({}, params)`` when it is this one."""
+        return {}, params
 
 
 def block_names(count: int) -> tuple[str, ...]:

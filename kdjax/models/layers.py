@@ -1,6 +1,6 @@
 """Building blocks shared by the models: padding to a size the network can tile (windows,
 pixel shuffles), cropping its output back, the global residual, and PyTorch-exact pixel
-(un)shuffles and bilinear resizing (what the imported RLFN and BSRN were trained with)."""
+(un)shuffles, MATLAB-exact bicubic upscaling and bilinear resizing (what the imported RLFN and BSRN were trained with)."""
 
 from __future__ import annotations
 
@@ -47,11 +47,49 @@ def add_global_residual(x: jax.Array, residual: jax.Array, scale: int = 1, multi
     MATLAB's imresize), so a model whose residual is zero is the classic bicubic baseline.
     """
     height, width = x.shape[1] * scale, x.shape[2] * scale
-    base = pad_to_multiple(x, multiple).astype(jnp.float32)
-    if scale > 1:
-        n, h, w, c = base.shape
-        base = jax.image.resize(base, (n, h * scale, w * scale, c), method="bicubic")
+    base = upscale_bicubic(pad_to_multiple(x, multiple).astype(jnp.float32), scale)
     return (base + residual.astype(jnp.float32))[:, :height, :width]
+
+
+def _keys_cubic(distance: np.ndarray) -> np.ndarray:
+    """Keys cubic convolution kernel, a = -0.5 (MATLAB's ``cubic``)."""
+    d = np.abs(distance)
+    near = (1.5 * d**3 - 2.5 * d**2 + 1.0) * (d <= 1.0)
+    far = (-0.5 * d**3 + 2.5 * d**2 - 4.0 * d + 2.0) * ((d > 1.0) & (d <= 2.0))
+    return near + far
+
+
+def upscale_bicubic(x: jax.Array, scale: int) -> jax.Array:
+    """NHWC bicubic upscaling by an integer `scale`, equal to MATLAB's ``imresize(x, scale)``.
+
+    Output pixel ``scale * j + p`` samples input coordinate ``j + (p + 0.5) / scale - 0.5``, so
+    every phase ``p`` is a fixed 4-tap filter; out-of-range taps mirror with the edge repeated
+    (MATLAB's symmetric padding). Written as weighted sums of shifted slices, which XLA fuses:
+    about 50 flops per output pixel, where ``jax.image.resize`` contracts with dense
+    (output x input) matrices (12.7 GFLOPs for one 1080p output frame) and renormalises at
+    the borders instead of mirroring.
+    """
+    if scale == 1:
+        return x
+    for axis in (1, 2):
+        length = x.shape[axis]
+        padded = jnp.pad(x, [(2, 2) if a == axis else (0, 0) for a in range(4)], mode="symmetric")
+        phases = []
+        for phase in range(scale):
+            offset = (phase + 0.5) / scale - 0.5
+            first = int(np.floor(offset)) - 1  # leftmost tap, relative to the input pixel
+            taps = _keys_cubic(offset - (first + np.arange(4)))
+            out = 0.0
+            for tap, weight in enumerate(taps):
+                start = first + tap + 2
+                out = out + float(weight) * jax.lax.slice_in_dim(padded, start, start + length, axis=axis)
+            phases.append(out)
+        # Interleave the phases: (..., length, scale, ...) -> (..., length * scale, ...).
+        stacked = jnp.stack(phases, axis=axis + 1)
+        shape = list(x.shape)
+        shape[axis] = length * scale
+        x = stacked.reshape(shape)
+    return x
 
 
 def pad_to_min_size(x: jax.Array) -> jax.Array:

@@ -16,7 +16,11 @@ Any H, W works: the image is reflect-padded to a multiple of the window and the 
 compute precision (e.g. bfloat16), and the output is float32.
 
 Feature taps (`return_features=True`): `"group_{i}"` after residual group i, cropped back to
-the input's size, shape (N, H, W, embed_dim), in the compute dtype.
+the body's size, shape (N, ceil(H / body_factor), ceil(W / body_factor), embed_dim), in the
+compute dtype.
+
+`body_factor=2` runs the attention body at half resolution (see `SwinIR`): the sharpen
+task's cheaper teacher.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax.models.base import ImageModel
-from kdjax.models.layers import add_global_residual, pad_to_multiple, pixel_shuffle
+from kdjax.models.layers import add_global_residual, pad_to_multiple, pixel_shuffle, pixel_unshuffle
 
 RESIDUAL_CONNECTIONS = ("1conv", "3conv")
 
@@ -237,6 +241,11 @@ class SwinIR(ImageModel):
       scale: 1 for the sharpen task; 2, 3 or 4 for the upscale task, where the last conv
         predicts scale**2 times the channels, pixel-shuffled to the output size (SwinIR's
         "pixelshuffledirect" upsampler, as in SwinIR-light), added to the bicubic-upscaled input.
+      body_factor: 1, or 2 to run the attention body at half resolution: the shallow
+        features are pixel-unshuffled by 2 and projected (1x1) back to embed_dim, and the
+        body's output is projected to 4 * embed_dim and pixel-shuffled back before the long
+        skip and the reconstruction; the same body at about a quarter of its FLOPs, for
+        same-size (sharpen) inputs whose information sits at half resolution anyway.
       dtype: compute dtype (parameters stay float32, output is float32).
     """
 
@@ -248,6 +257,7 @@ class SwinIR(ImageModel):
     drop_path_rate: float = 0.1
     resi_connection: str = "1conv"
     scale: int = 1
+    body_factor: int = 1
     dtype: Any = jnp.float32
 
     role = "teacher"
@@ -272,7 +282,7 @@ class SwinIR(ImageModel):
 
     @property
     def size_multiple(self) -> int:
-        return self.window_size
+        return self.window_size * self.body_factor
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -283,12 +293,16 @@ class SwinIR(ImageModel):
     def __call__(
         self, x: jax.Array, *, train: bool = False, return_features: bool = False
     ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
-        height, width = x.shape[1:3]
-        padded = pad_to_multiple(x, self.window_size).astype(self.dtype)
+        factor = self.body_factor
+        height, width = -(-x.shape[1] // factor), -(-x.shape[2] // factor)  # the body's size
+        padded = pad_to_multiple(x, self.size_multiple).astype(self.dtype)
 
         shallow = nn.Conv(self.embed_dim, (3, 3), dtype=self.dtype, name="conv_first")(padded)
+        body = shallow
+        if factor > 1:
+            body = nn.Dense(self.embed_dim, dtype=self.dtype, name="body_in")(pixel_unshuffle(shallow, factor))
         # SwinIR's patch embedding of 1x1 patches is just this LayerNorm (patch_norm=True).
-        body = nn.LayerNorm(dtype=self.dtype, name="patch_norm")(shallow)
+        body = nn.LayerNorm(dtype=self.dtype, name="patch_norm")(body)
         rates = np.linspace(0.0, self.drop_path_rate, sum(self.depths)).tolist()
         features = {}
         first_layer = 0
@@ -307,8 +321,10 @@ class SwinIR(ImageModel):
                 features[f"group_{index}"] = body[:, :height, :width]
         body = nn.LayerNorm(dtype=self.dtype, name="norm")(body)
         body = ConvTail(self.resi_connection, dtype=self.dtype, name="conv_after_body")(body)
+        if factor > 1:
+            body = pixel_shuffle(nn.Dense(self.embed_dim * factor**2, dtype=self.dtype, name="body_out")(body), factor)
         residual = nn.Conv(
             3 * self.scale**2, (3, 3), dtype=self.dtype, kernel_init=nn.initializers.zeros, name="conv_last"
         )(body + shallow)
-        y = add_global_residual(x, pixel_shuffle(residual, self.scale), self.scale, multiple=self.window_size)
+        y = add_global_residual(x, pixel_shuffle(residual, self.scale), self.scale, multiple=self.size_multiple)
         return (y, features) if return_features else y

@@ -14,11 +14,13 @@ so the model sees all 16 bits), and come back in the same dtype. `load` reads a 
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
@@ -27,9 +29,12 @@ import numpy as np
 
 from kdjax import weights
 from kdjax.images import quantize, to_rgb
-from kdjax.models import build_model
+from kdjax.models import build_model, inference_form
 from kdjax.models.registry import DTYPES
-from kdjax.serving import tiling, video
+from kdjax.serving import tiling
+
+if TYPE_CHECKING:
+    from kdjax.serving import video
 
 # `tile="auto"` runs whole images when XLA plans at most this much scratch memory for them,
 # else tiles of this size.
@@ -159,6 +164,7 @@ class Sharpener:
         return fn.lower(self.params, jax.ShapeDtypeStruct(tuple(shape), dtype)).compile()
 
     def _compile_bands(self, shape: Sequence[int], dtype: np.dtype, tile: int) -> _Bands:
+        _return_large_buffers_to_the_os()
         frames, height, width, channels = shape
         rows_index = tiling.padded_index(height, self.multiple)
         cols_index = tiling.padded_index(width, self.multiple)
@@ -173,6 +179,7 @@ class Sharpener:
             self.params, band, jax.ShapeDtypeStruct((rows.size * self.scale,), jnp.float32), carried,
             jax.ShapeDtypeStruct((), jnp.int32),
         ).compile()
+        _trim_heap()  # compiling leaves tens of MiB of freed heap behind
         return _Bands(compiled, rows, rows_index, None if len(cols_index) == width else cols_index, carried)
 
     def _dispatch(self, frames: np.ndarray) -> jax.Array | np.ndarray:
@@ -192,7 +199,10 @@ class Sharpener:
         ends = [*rows.starts[1:], rows.starts[-1] + rows.size]
         pending = None
         for top, end, weights in zip(rows.starts, ends, row_weights):
-            band = frames[:, bands.rows_index[top : top + rows.size]]
+            if top + rows.size <= height:
+                band = frames[:, top : top + rows.size]  # a view: no copy of the band on the host
+            else:
+                band = frames[:, bands.rows_index[top : top + rows.size]]  # reaches into the padding
             if bands.cols_index is not None:
                 band = band[:, :, bands.cols_index]
             finished, carried = bands.compiled(self.params, band, weights, carried, np.int32(end - top))
@@ -224,6 +234,9 @@ class Sharpener:
         Frames go through `sharpen_batch` (compiled once per frame size); `options` are those of
         `video.sharpen_video` (batch_size, codec, crf, pix_fmt, codec_options, progress).
         """
+        # PyAV is imported for videos only: it adds 16 MiB of resident memory to every process.
+        from kdjax.serving import video  # pylint: disable=import-outside-toplevel
+
         return video.sharpen_video(src, dst, self.sharpen_batch, **options)
 
     def sharpen_batch(self, images: np.ndarray | Iterable[np.ndarray]) -> np.ndarray | list[np.ndarray]:
@@ -286,6 +299,38 @@ class _Bands:
     carried: jax.ShapeDtypeStruct
 
 
+def _libc() -> ctypes.CDLL | None:
+    """glibc, where there is one (Linux); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+def _trim_heap() -> None:
+    """Returns the free pages at the top and inside of glibc's heap to the OS (``malloc_trim``)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def _return_large_buffers_to_the_os() -> None:
+    """Has glibc map every allocation of 1 MiB or more on its own, returned to the OS when freed.
+
+    Band by band, each call allocates and frees band-sized buffers (tens of MiB); glibc's
+    default raises its mmap threshold after such frees and serves the next ones from the
+    heap, which then fragments and keeps growing: a 100-megapixel image peaked at 1.11 GiB
+    RSS that way and at 0.98 GiB with this setting (benchmarks/large_image.py). Process-wide
+    and harmless elsewhere (large numpy arrays are mmapped anyway); a no-op without glibc.
+    """
+    libc = _libc()
+    if libc is not None:
+        m_mmap_threshold = -3  # glibc's <malloc.h>
+        libc.mallopt(m_mmap_threshold, 1 << 20)
+
+
 def _copy_rows(output: np.ndarray, band: jax.Array, first: int, stop: int) -> None:
     """Copies a band's finished output rows [first, stop) (image coordinates) into `output`."""
     if stop > first:
@@ -336,8 +381,10 @@ def load(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is not a compute dtype kdjax models run in; pass one of {', '.join(DTYPES)}.")
     config, params = weights.restore_params(model, which=which, ema=ema)
+    # The deployable form: a re-parameterisable student runs as plain convolutions.
+    model_config, params = inference_form(config.model, params)
     return Sharpener(
-        build_model({**config.model, "dtype": dtype or config.model.get("dtype")}),
+        build_model({**model_config, "dtype": dtype or model_config.get("dtype")}),
         params,
         tile=tile,
         overlap=overlap,

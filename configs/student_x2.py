@@ -1,0 +1,54 @@
+r"""The efficient-frontier student for x2 upscaling, distilled from an imported BSRN teacher.
+
+The student is ``rep`` (width 16, 7 blocks; 19.3 GFLOPs per 1920x1080 output once folded):
+re-parameterisable 3x3 convolutions (3x3 + 1x1 + identity branches) with PReLU, at the
+low-resolution input's size, pixel-shuffled to x2. Data: ``../shared/data`` BSD68 + SunHays80
++ T91, degraded whole once (``data.cache_variants=1``: bicubic /2 has no randomness) and, with
+a teacher, labelled once by it at full size (about 7 minutes for BSRN on this CPU); every
+variant trains on exactly the same stream of 96 px HR patches.
+
+Variants (``--config=configs/student_x2.py:<variant>``):
+  kd         L1 to ground truth + L1 to the teacher's output (weight 1), 15000 steps: the
+             released ``rep_kd_x2``; about 40 minutes on 2 CPU cores.
+  none       the same student, stream and steps without a teacher.
+  kd_short   / none_short: 2500 steps, the KD-vs-no-KD ablation, run over seeds 0, 1, 2
+             (``--config.seed=N``); about 7 minutes each.
+
+Run (from the repository root; the teacher is imported once from the authors' checkpoint):
+  kdjax import-weights --arch=bsrn --input=../shared/weights/bsrn_x2.pth --output=runs/teachers/bsrn_x2
+  kdjax train --config=configs/student_x2.py:kd --workdir=runs/students/rep_kd_x2
+
+Expect: see BENCHMARKS.md's students table (Set5 / Set14 PSNR-Y of the released weights and
+the ablation's mean and standard deviation over 3 seeds).
+"""
+
+from kdjax import config as config_lib
+from kdjax.configs import common
+from kdjax.models import model_config
+
+TEACHER = "runs/teachers/bsrn_x2"
+STEPS = {"kd": 15000, "none": 15000, "kd_short": 2500, "none_short": 2500}
+
+
+def get_config(variant=None):
+    variant = variant or "kd"
+    if variant not in STEPS:
+        raise ValueError(f"Unknown student_x2 variant {variant!r}; choose one of {sorted(STEPS)}.")
+    config = config_lib.base_config()
+    config.model = model_config("rep_x2", width=16, num_blocks=7, expand=0)
+    config.data = common.upscale_data_config(patch_size=96, scale=2)
+    config.data.cache_variants = 1
+    config.data.min_size_policy = "pad"  # T91 has one 78x78 image
+    config.batch_size = 16
+    config.num_steps = STEPS[variant]
+    config.optim.learning_rate = 2e-3
+    config.optim.warmup_steps = 200
+    config.optim.weight_decay = 0.0
+    if variant.startswith("kd"):
+        config.teacher.workdir = TEACHER
+        config.teacher.which = "latest"
+        config.loss.output_kd_weight = 1.0
+    config.eval.crop_border = 2
+    config.eval.every_steps = 2000 if config.num_steps > 5000 else config.num_steps
+    config.checkpoint.every_steps = 1000
+    return config

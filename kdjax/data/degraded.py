@@ -1,0 +1,119 @@
+"""Training images degraded whole, once, and stored with their teacher labels: the per-image cache.
+
+With ``data.cache_variants = K > 0`` a run does not degrade patches on the fly: every training
+image is degraded whole ``K`` times (variant ``k`` of image ``i`` draws its random degradation
+from the generator seeded ``[i, k]``, fixed whatever the run's seed), and training patches are
+cut from these stored (input, target) pairs. A distillation run adds the teacher's output on
+each whole degraded image, computed once (``kdjax.distill.label_degraded_images``); crops,
+flips and rotations are then cut from the (input, teacher output, target) triple, so a student
+trains on the full stream at the cost of a student step, not a teacher step.
+
+Layout of ``<data.cache_dir>/<key>/`` (the key hashes the source, degradation and K, so any
+change writes a new folder; runs sharing the data share it):
+
+* ``images/<i>_<k>.npz``: ``input`` and ``target`` (uint8; target mod-cropped to the scale),
+* ``teacher-<digest>/<i>_<k>.npy``: the teacher's output on that input, uint8 (the digest
+  hashes the teacher's parameters),
+* ``COMPLETE`` (and ``teacher-<digest>/COMPLETE``): written last, so an interrupted build is
+  redone rather than read.
+
+A run with and one without a teacher on the same data config read the same inputs and cut
+the same patches: the no-KD baseline sees exactly the KD run's stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tqdm
+
+from kdjax import degradations
+from kdjax.data.sources import PairedFolder, build_source
+from kdjax.data.transforms import mod_crop
+
+COMPLETE = "COMPLETE"
+
+
+def cache_folder(data_cfg: ml_collections.ConfigDict) -> Path:
+    """Where the degraded copies of ``data_cfg``'s training images live."""
+    key = json.dumps(
+        [data_cfg.train_source.to_dict(), data_cfg.degradation.to_dict(), data_cfg.cache_variants],
+        sort_keys=True, default=str,
+    )
+    return Path(data_cfg.cache_dir) / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def example_names(folder: Path) -> list[str]:
+    """The stored examples' file stems, ``<i>_<k>``, in stream order (image-major)."""
+    return sorted(path.stem for path in (folder / "images").glob("*.npz"))
+
+
+def _save_atomically(path: Path, save) -> None:
+    temporary = path.with_name(path.name + ".partial")
+    with open(temporary, "wb") as file:
+        save(file)
+    os.replace(temporary, path)
+
+
+def write_degraded_images(data_cfg: ml_collections.ConfigDict) -> Path:
+    """Degrades every training image ``data_cfg.cache_variants`` times, once; returns the folder.
+
+    An already complete folder is reused as it is.
+    """
+    folder = cache_folder(data_cfg)
+    if (folder / COMPLETE).is_file():
+        return folder
+    source = build_source(data_cfg.train_source)
+    if isinstance(source, PairedFolder):
+        raise ValueError(
+            "data.cache_variants > 0 degrades sharp images; paired sources bring their own inputs, "
+            "so set data.cache_variants=0 for them."
+        )
+    degradation = degradations.build_degradation(data_cfg.degradation, train=True)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    variants = data_cfg.cache_variants
+    for index in tqdm.trange(len(source), desc="Degrading training images", unit="image"):
+        example = source[index]
+        target = mod_crop(example["image"], degradation.scale)
+        for variant in range(variants):
+            degraded = degradation(target, np.random.default_rng([index, variant]))
+            _save_atomically(
+                folder / "images" / f"{index:05d}_{variant}.npz",
+                lambda file, d=degraded: np.savez(file, input=d, target=target),
+            )
+    (folder / COMPLETE).write_text(json.dumps(data_cfg.to_dict(), indent=2, default=str) + "\n")
+    return folder
+
+
+class DegradedImages:
+    """The stored examples of a cache folder: ``{"input", "target", "name"}`` and, when
+    ``teacher_dir`` is given, ``"teacher_output"`` (uint8, the target's size)."""
+
+    def __init__(self, folder: str | os.PathLike, teacher_dir: str | os.PathLike | None = None):
+        self.folder = Path(folder)
+        self.teacher_dir = None if teacher_dir is None else Path(teacher_dir)
+        self.names = tuple(example_names(self.folder))
+        if not (self.folder / COMPLETE).is_file() or not self.names:
+            raise ValueError(f"{self.folder} is not a complete degraded-image cache; delete it so the run rebuilds it.")
+        if self.teacher_dir is not None and not (self.teacher_dir / COMPLETE).is_file():
+            raise ValueError(f"{self.teacher_dir} holds no complete teacher labels; delete it so the run relabels.")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.names[index]
+        with np.load(self.folder / "images" / f"{name}.npz") as stored:
+            example = {"input": stored["input"], "target": stored["target"], "name": name}
+        if self.teacher_dir is not None:
+            example["teacher_output"] = np.load(self.teacher_dir / f"{name}.npy")
+        return example
+
+    def __repr__(self) -> str:
+        return f"DegradedImages({str(self.folder)!r}, teacher_dir={self.teacher_dir and str(self.teacher_dir)!r})"

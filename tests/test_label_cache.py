@@ -1,0 +1,198 @@
+"""The per-image label cache: training images degraded whole once, the teacher's output on them
+computed once, and patches cut from the (input, teacher output, target) triple at one place."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from kdjax import config as config_lib
+from kdjax import data, degradations, distill, parallel, train, weights
+from kdjax.data import transforms
+from kdjax.images import quantize, to_unit_float
+from kdjax.models import build_model, model_config
+from test_train import tiny_config
+
+
+def _block_mean(image: np.ndarray) -> np.ndarray:
+    """2x2 block means: a downscale that commutes with flips and quarter turns of aligned crops."""
+    h, w = image.shape[0] // 2, image.shape[1] // 2
+    return image[: 2 * h, : 2 * w].reshape(h, 2, w, 2, 3).astype(np.float64).mean(axis=(1, 3))
+
+
+def test_stored_patches_cut_input_teacher_output_and_target_at_one_place():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    example = {
+        "input": _block_mean(target),
+        "target": target,
+        "teacher_output": 255 - target,  # any image of the target's size, told apart from it
+        "name": "random",
+    }
+    patch = transforms.TrainPatch(patch_size=16, degradation=None, min_size_policy="error", augment=True)
+    positions = set()
+    for seed in range(12):
+        cut = patch(example, np.random.default_rng(seed))
+        assert cut["input"].shape == (8, 8, 3) and cut["target"].shape == cut["teacher_output"].shape == (16, 16, 3)
+        np.testing.assert_array_equal(cut["teacher_output"], 255 - cut["target"])
+        np.testing.assert_allclose(cut["input"], _block_mean(cut["target"]))
+        positions.add(cut["target"].tobytes())
+    assert len(positions) == 12  # crops and symmetries do vary
+
+
+def test_a_stored_image_smaller_than_the_patch_is_padded_or_named():
+    target = np.random.default_rng(0).integers(0, 256, (12, 20, 3), dtype=np.uint8)
+    example = {"input": _block_mean(target), "target": target, "name": "small"}
+    padded = transforms.TrainPatch(patch_size=16, degradation=None, min_size_policy="pad", augment=False)
+    cut = padded(example, np.random.default_rng(0))
+    assert cut["input"].shape == (8, 8, 3) and cut["target"].shape == (16, 16, 3)
+    np.testing.assert_allclose(cut["input"][:6], _block_mean(cut["target"][:12]))
+    strict = transforms.TrainPatch(patch_size=16, degradation=None, min_size_policy="error", augment=False)
+    with pytest.raises(transforms.ImageTooSmallError, match="small is 12x20 pixels"):
+        strict(example, np.random.default_rng(0))
+
+
+def _image_folder(root, sizes):
+    folder = root / "train_images"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for index, (height, width) in enumerate(sizes):
+        smooth = np.cumsum(np.cumsum(rng.normal(0, 1, (height, width, 3)), axis=0), axis=1)
+        smooth = (255 * (smooth - smooth.min()) / (smooth.max() - smooth.min())).astype(np.uint8)
+        Image.fromarray(smooth).save(folder / f"{index}.png")
+    return folder
+
+
+def _upscale_data_config(tmp_path, variants=1):
+    data_cfg = data.default_data_config()
+    data_cfg.train_source = data.folder_source_config(_image_folder(tmp_path, [(64, 96), (70, 50), (64, 64)]))
+    data_cfg.degradation = degradations.bicubic_only_config(scale=2, task="upscale")
+    data_cfg.patch_size = 16
+    data_cfg.cache_variants = variants
+    data_cfg.cache_dir = str(tmp_path / "cache")
+    return data_cfg
+
+
+def _tiny_teacher(tmp_path):
+    """A random x2 model folder standing in for an imported teacher."""
+    config = config_lib.base_config()
+    config.model = model_config("rep", width=4, num_blocks=1, scale=2, folded=True)
+    model = build_model(config.model)
+    params = model.init(jax.random.key(3), np.zeros((1, 8, 8, 3), np.float32))["params"]
+    params = jax.tree.map(lambda leaf: leaf + 0.05, params)  # a non-zero residual
+    return weights.write_model_folder(tmp_path / "teacher", config, params, {"model": "rep"})
+
+
+def _load(folder, mesh):
+    config = config_lib.base_config()
+    config.data.degradation = degradations.bicubic_only_config(scale=2, task="upscale")
+    config.teacher.workdir = str(folder)
+    return distill.load_teacher(config, mesh)
+
+
+def test_teacher_labels_are_its_output_on_each_whole_degraded_image(tmp_path):
+    data_cfg = _upscale_data_config(tmp_path)
+    folder = data.write_degraded_images(data_cfg)
+    teacher = _load(_tiny_teacher(tmp_path), parallel.make_mesh(jax.devices()[:1]))
+    labels = distill.label_degraded_images(folder, teacher)
+    assert (labels / "COMPLETE").is_file() and labels.parent == folder
+    stored = data.DegradedImages(folder, labels)
+    assert len(stored) == 3
+    for example in stored:
+        low = example["input"]
+        assert example["target"].shape == (2 * low.shape[0], 2 * low.shape[1], 3)
+        expected = teacher.model.apply({"params": teacher.params}, to_unit_float(low)[None])[0]
+        difference = np.abs(example["teacher_output"].astype(int) - np.asarray(quantize(expected, np.uint8), int))
+        if low.shape[0] % 32 == 0 and low.shape[1] % 32 == 0:
+            assert difference.max() <= 1  # no size padding: the whole image's output, rounded
+        else:
+            assert np.median(difference) <= 1  # mirrored padding touches the last rows only
+    # Labelled once: a second call reuses the files.
+    before = {path.name: path.stat().st_mtime_ns for path in labels.iterdir()}
+    assert distill.label_degraded_images(folder, teacher) == labels
+    assert {path.name: path.stat().st_mtime_ns for path in labels.iterdir()} == before
+
+
+def test_runs_with_and_without_a_teacher_read_the_same_stream(tmp_path):
+    data_cfg = _upscale_data_config(tmp_path, variants=2)
+    folder = data.write_degraded_images(data_cfg)
+    labels = distill.label_degraded_images(folder, _load(_tiny_teacher(tmp_path), parallel.make_mesh(jax.devices()[:1])))
+    plain = iter(data.make_train_dataset(data_cfg, global_batch_size=4, seed=5, process_index=0, process_count=1))
+    labelled = iter(
+        data.make_train_dataset(data_cfg, global_batch_size=4, seed=5, process_index=0, process_count=1, teacher_labels=labels)
+    )
+    for _ in range(4):
+        a, b = next(plain), next(labelled)
+        assert "teacher_output" not in a and b["teacher_output"].shape == b["target"].shape == (4, 16, 16, 3)
+        np.testing.assert_array_equal(a["input"], b["input"])
+        np.testing.assert_array_equal(a["target"], b["target"])
+    # The two variants of bicubic /2 are the same image: 2 x 3 stored examples.
+    assert len(data.DegradedImages(folder)) == 6
+
+
+def test_a_student_distils_from_cached_labels_without_running_the_teacher_in_its_step(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, model=model_config("rep", width=4, num_blocks=1, scale=2), steps=3)
+    data_cfg = _upscale_data_config(tmp_path)
+    data_cfg.eval_source = config.data.eval_source
+    config.data = data_cfg
+    config.teacher.workdir = str(_tiny_teacher(tmp_path))
+    config.loss.output_kd_weight = 1.0
+    steps_with_teacher = []
+    original = train.make_train_step
+
+    def spy(config, model, tx, teacher_model=None, adapters=None):
+        steps_with_teacher.append(teacher_model is not None)
+        return original(config, model, tx, teacher_model, adapters)
+
+    monkeypatch.setattr(train, "make_train_step", spy)
+    report = train.train_and_evaluate(config, tmp_path / "student", devices=jax.devices()[:1])
+    assert report["step"] == 3 and steps_with_teacher == [False]
+    assert list((tmp_path / "cache").glob("*/teacher-*/COMPLETE"))
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["data"]["cache_variants"] == 1
+
+
+def test_an_upscaling_teacher_labels_a_sharpen_run_from_the_downscaled_input(tmp_path):
+    config = tiny_config(tmp_path, model=model_config("rep", width=4, num_blocks=1), steps=2)
+    data_cfg = _upscale_data_config(tmp_path)
+    data_cfg.degradation = degradations.bicubic_only_config(scale=2)  # sharpen: x2 down-up
+    data_cfg.eval_source = config.data.eval_source
+    config.data = data_cfg
+    config.teacher.workdir = str(_tiny_teacher(tmp_path))
+    config.loss.output_kd_weight = 1.0
+    report = train.train_and_evaluate(config, tmp_path / "student", devices=jax.devices()[:1])
+    assert report["step"] == 2 and "teacher" in report["results"]
+    (labels,) = (tmp_path / "cache").glob("*/teacher-*")
+    stored = data.DegradedImages(labels.parent, labels)[0]
+    assert stored["input"].shape == stored["target"].shape == stored["teacher_output"].shape
+    teacher = _load(config.teacher.workdir, parallel.make_mesh(jax.devices()[:1]))
+    low = distill.downscale_for_teacher(stored["input"][None], 2)
+    expected = quantize(teacher.model.apply({"params": teacher.params}, to_unit_float(low))[0], np.uint8)
+    difference = np.abs(stored["teacher_output"].astype(int) - np.asarray(expected, int))
+    assert np.median(difference) <= 1
+    # Without the cache the teacher would have to run in the step on same-size inputs: refused.
+    config.data.cache_variants = 0
+    with pytest.raises(ValueError, match="can teach the sharpen task through the per-image label cache"):
+        train.train_and_evaluate(config, tmp_path / "in_step", devices=jax.devices()[:1])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(feature_kd_weight=0.1, feature_pairs="block_0:block_0"), "Feature KD needs the teacher's features"),
+        (dict(pool=4), "both replace the data stream"),
+    ],
+)
+def test_settings_the_label_cache_cannot_serve_are_one_sentence(tmp_path, change, message):
+    config = tiny_config(tmp_path)
+    config.data.cache_variants = 1
+    config.teacher.workdir = str(tmp_path / "teacher")
+    config.loss.output_kd_weight = 1.0
+    if "pool" in change:
+        config.pool_batches = change["pool"]
+    else:
+        config.loss.feature_kd_weight = change["feature_kd_weight"]
+        config.loss.feature_pairs = change["feature_pairs"]
+    with pytest.raises(ValueError, match=message):
+        config_lib.validate(config)
