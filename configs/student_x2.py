@@ -4,7 +4,8 @@ The student is ``rep`` (width 16, 7 blocks; 19.3 GFLOPs per 1920x1080 output onc
 re-parameterisable 3x3 convolutions (3x3 + 1x1 + identity branches) with PReLU, at the
 low-resolution input's size, pixel-shuffled to x2. Data: ``../shared/data`` BSD68 + SunHays80
 + T91, degraded whole once (``data.cache_variants=1``: bicubic /2 has no randomness) and, with
-a teacher, labelled once by it at full size (about 7 minutes for BSRN on this CPU); every
+a teacher, labelled once by it at full size (about 7.5 minutes of BSRN compute on this CPU,
+plus a compilation per size bucket); every
 variant trains on exactly the same stream of 96 px HR patches.
 
 Variants (``--config=configs/student_x2.py:<variant>``):
@@ -30,25 +31,33 @@ TEACHER = "runs/teachers/bsrn_x2"
 STEPS = {"kd": 15000, "none": 15000, "kd_short": 2500, "none_short": 2500}
 
 
-def get_config(variant=None):
-    variant = variant or "kd"
-    if variant not in STEPS:
-        raise ValueError(f"Unknown student_x2 variant {variant!r}; choose one of {sorted(STEPS)}.")
+def student_config(model, num_steps: int, teacher: str = ""):
+    """The students' recipe: BSD68 + SunHays80 + T91 degraded once (x2 upscale by default),
+    batch 16 of 96 px patches, AdamW 2e-3 with warm-up and cosine decay, no weight decay;
+    with a ``teacher``, L1 to its cached output (weight 1) beside L1 to the ground truth."""
     config = config_lib.base_config()
-    config.model = model_config("rep_x2", width=16, num_blocks=7, expand=0)
+    config.model = model
     config.data = common.upscale_data_config(patch_size=96, scale=2)
     config.data.cache_variants = 1
     config.data.min_size_policy = "pad"  # T91 has one 78x78 image
     config.batch_size = 16
-    config.num_steps = STEPS[variant]
+    config.num_steps = num_steps
     config.optim.learning_rate = 2e-3
     config.optim.warmup_steps = 200
     config.optim.weight_decay = 0.0
-    if variant.startswith("kd"):
-        config.teacher.workdir = TEACHER
+    if teacher:
+        config.teacher.workdir = teacher
         config.teacher.which = "latest"
         config.loss.output_kd_weight = 1.0
     config.eval.crop_border = 2
-    config.eval.every_steps = 2000 if config.num_steps > 5000 else config.num_steps
+    config.eval.every_steps = 2000 if num_steps > 5000 else num_steps
     config.checkpoint.every_steps = 1000
     return config
+
+
+def get_config(variant=None):
+    variant = variant or "kd"
+    if variant not in STEPS:
+        raise ValueError(f"Unknown student_x2 variant {variant!r}; choose one of {sorted(STEPS)}.")
+    model = model_config("rep_x2", width=16, num_blocks=7, expand=0)
+    return student_config(model, STEPS[variant], TEACHER if variant.startswith("kd") else "")

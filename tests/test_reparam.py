@@ -9,6 +9,7 @@ import skimage.data
 
 from kdjax import config as config_lib
 from kdjax import serving, weights
+from kdjax.serving import export
 from kdjax.images import to_unit_float
 from kdjax.models import build_model, forward_cost, inference_form, model_config
 from kdjax.models.reparam import RepConv, fold_branches, is_unfolded
@@ -83,3 +84,14 @@ def test_serving_and_export_run_the_folded_network(tmp_path):
     expected = (np.clip(expected, 0, 1) * 255).round().astype(np.uint8)
     difference = np.abs(upscaler(image).astype(int) - expected.astype(int))
     assert difference.max() <= 1  # float32 rounding can move a value across a .5 boundary
+
+
+def test_the_folded_upscaler_exports_to_stablehlo(tmp_path):
+    config = model_config("rep_x2", width=8, num_blocks=2)
+    model = build_model(config)
+    params = _trained_like(model.init(jax.random.key(0), _photo())["params"])
+    folded_config, folded_params = inference_form(config, params)
+    export.export_stablehlo(build_model(folded_config), folded_params, tmp_path / "rep.stablehlo")
+    photo = _photo(21, 30)
+    exported = export.load_stablehlo(tmp_path / "rep.stablehlo")(photo)
+    np.testing.assert_allclose(exported, model.apply({"params": params}, photo), atol=1e-4)

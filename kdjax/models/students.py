@@ -248,48 +248,62 @@ class SeparableUNet(_BlockStudent):
         return _output(_reconstruct(x, residual, self.scale, multiple=2), features, return_features)
 
 
-class RealtimeCNN(_BlockStudent):
-    """Real-time student: all convolutions run at 1/`shuffle_factor` resolution.
+class _ShuffledStudent(_BlockStudent):
+    """Students whose convolutions all run on the input pixel-unshuffled by `shuffle_factor`,
+    and whose last conv predicts every output pixel of its factor x factor input block (scale
+    times larger in the upscale task)."""
 
-    pixel-unshuffle, 3x3 conv to `width`, `num_blocks` residual blocks, 3x3 conv to
-    3 * factor**2 channels, pixel-shuffle back to full resolution, global residual.
-    """
-
-    width: int = 28
-    num_blocks: int = 3
     shuffle_factor: int = 4
 
     @property
     def size_multiple(self) -> int:
         return self.shuffle_factor
 
+    def _unshuffled(self, x: jax.Array) -> jax.Array:
+        return pixel_unshuffle(pad_to_multiple(x, self.shuffle_factor).astype(self.dtype), self.shuffle_factor)
+
+    @property
+    def _out_channels(self) -> int:
+        return 3 * (self.shuffle_factor * self.scale) ** 2
+
+    def _to_output(self, x: jax.Array, residual: jax.Array) -> jax.Array:
+        shuffled = pixel_shuffle(residual, self.shuffle_factor * self.scale)
+        return add_global_residual(x, shuffled, self.scale, multiple=self.shuffle_factor)
+
+
+class RealtimeCNN(_ShuffledStudent):
+    """Real-time student: all convolutions run at 1/`shuffle_factor` resolution.
+
+    pixel-unshuffle, 3x3 conv to `width`, `num_blocks` residual blocks, 3x3 conv to
+    3 * (factor * scale)**2 channels, pixel-shuffle to the output size, global residual.
+    """
+
+    width: int = 28
+    num_blocks: int = 3
+    shuffle_factor: int = 4
+
     @nn.compact
     def __call__(
         self, x: jax.Array, *, train: bool = False, return_features: bool = False
     ) -> jax.Array | tuple[jax.Array, Features]:
         del train  # No train-time behaviour.
-        factor = self.shuffle_factor
-        low = pixel_unshuffle(pad_to_multiple(x, factor).astype(self.dtype), factor)
-        # The last conv predicts every output pixel of its factor x factor input block, scale
-        # times larger in the upscale task.
-        out_factor = factor * self.scale
         y, features = _residual_trunk(
-            low, self.width, self.num_blocks, 3 * out_factor**2, self.dtype, return_features
+            self._unshuffled(x), self.width, self.num_blocks, self._out_channels, self.dtype, return_features
         )
-        output = add_global_residual(x, pixel_shuffle(y, out_factor), self.scale, multiple=factor)
-        return _output(output, features, return_features)
+        return _output(self._to_output(x, y), features, return_features)
 
 
-class RepCNN(_BlockStudent):
+class RepCNN(_ShuffledStudent):
     """Re-parameterisable student: RepConv head, `num_blocks` RepConv+PReLU blocks with a long
     residual, RepConv tail predicting the (scale * factor)**2 output pixels of every position.
 
     All convolutions run at 1/`shuffle_factor` of the input's resolution (2, the default, to
     sharpen at the cost per output pixel of x2 upscaling; 1 for upscaling: the low-resolution
-    input itself, preset "rep_x2"). Folded, width 16 with 7 blocks costs 19.3 GFLOPs per
-    1920x1080 output at x2 ("rep_x2"); to sharpen, the head reads 12 channels, so preset "rep"
-    has 6 blocks (18.1 GFLOPs per frame). `expand` is the width multiplier of the expand-squeeze training branch;
-    `folded` selects the inference form, one 3x3 convolution per RepConv.
+    input itself, preset "rep_x2"). Folded, width 16 with 7 blocks costs 19.3 GFLOPs per 1920x1080
+    output at x2 ("rep_x2"); to sharpen, the head reads 12 channels, so preset "rep"
+    has 6 blocks (18.1 GFLOPs per frame). `expand` is the width multiplier of the
+    expand-squeeze training branch; `folded` selects the inference form, one 3x3 convolution
+    per RepConv.
     """
 
     width: int = 16
@@ -301,17 +315,11 @@ class RepCNN(_BlockStudent):
     expand: int = 0
     folded: bool = False
 
-    @property
-    def size_multiple(self) -> int:
-        return self.shuffle_factor
-
     @nn.compact
     def __call__(
         self, x: jax.Array, *, train: bool = False, return_features: bool = False
     ) -> jax.Array | tuple[jax.Array, Features]:
         del train  # No train-time behaviour: the branches are the same function as the folded conv.
-        factor = self.shuffle_factor
-        low = pixel_unshuffle(pad_to_multiple(x, factor).astype(self.dtype), factor)
 
         def conv(features: int, name: str, **kwargs: Any) -> RepConv:
             return RepConv(features, expand=self.expand, folded=self.folded, dtype=self.dtype, name=name, **kwargs)
@@ -319,17 +327,15 @@ class RepCNN(_BlockStudent):
         def prelu(name: str) -> nn.PReLU:
             return nn.PReLU(negative_slope_init=0.25, param_dtype=jnp.float32, name=name)
 
-        start = prelu("head_act")(conv(self.width, "head")(low))
+        start = prelu("head_act")(conv(self.width, "head")(self._unshuffled(x)))
         y = start
         features = {}
         for index in range(self.num_blocks):
             y = prelu(f"block_{index}_act")(conv(self.width, f"block_{index}", identity=True)(y))
             if return_features:
                 features[f"block_{index}"] = y
-        out_factor = factor * self.scale
-        residual = conv(3 * out_factor**2, "tail", zero_init=True)(y + start)
-        output = add_global_residual(x, pixel_shuffle(residual, out_factor), self.scale, multiple=factor)
-        return _output(output, features, return_features)
+        residual = conv(self._out_channels, "tail", zero_init=True)(y + start)
+        return _output(self._to_output(x, residual), features, return_features)
 
     def inference_form(self, params: Any) -> tuple[dict[str, Any], Any]:
         if self.folded:

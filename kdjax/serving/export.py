@@ -127,11 +127,13 @@ def export_stablehlo(
     """Serializes `model` with `params` baked in to `path`; returns the `Exported`.
 
     `height`, `width`, `batch` left as None are symbolic (any size; H and W >= the model's
-    `size_multiple`); `platforms` (e.g. ("cpu", "cuda")) defaults to the current backend.
+    `size_multiple`, and >= 2 for an upscaler, whose bicubic base mirrors 2 pixels at the
+    border); `platforms` (e.g. ("cpu", "cuda")) defaults to the current backend.
     """
     multiple = model.size_multiple
-    _check_size("height", height, multiple)
-    _check_size("width", width, multiple)
+    smallest = max(multiple, 2 if model.scale > 1 else 1)
+    _check_size("height", height, smallest)
+    _check_size("width", width, smallest)
     _check_size("batch", batch, 1)
     _check_params(model, params)
     scale = model.scale
@@ -143,7 +145,7 @@ def export_stablehlo(
 
     dims = {"batch": batch, "height": height, "width": width}
     spec = ", ".join(name if value is None else str(value) for name, value in dims.items())
-    constraints = [f"{name} >= {multiple}" for name in ("height", "width") if dims[name] is None]
+    constraints = [f"{name} >= {smallest}" for name in ("height", "width") if dims[name] is None]
     shape = jax.export.symbolic_shape(f"{spec}, 3", constraints=constraints)
     exported = jax.export.export(jax.jit(forward), platforms=platforms)(
         jax.ShapeDtypeStruct(shape, jnp.float32)
