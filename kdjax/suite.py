@@ -31,6 +31,7 @@ from absl import logging
 
 from kdjax import distill, evaluation, serving, train, weights
 from kdjax.models import build_model, count_params, gflops_per_frame, inference_form
+from kdjax.models.summary import FRAME_HEIGHT, FRAME_WIDTH
 
 SIBLING_PREFIX = "@"
 
@@ -52,12 +53,13 @@ def _resolve_teacher(run: ml_collections.ConfigDict, workdirs: dict[str, Path]) 
 
 
 def _model_cost(workdir: Path) -> dict[str, float]:
-    """Parameters and GFLOPs per 1080p frame of the trained model, in the form it is deployed
-    (a re-parameterisable student folded)."""
+    """Parameters and GFLOPs per 1920x1080 output of the trained model, in the form it is
+    deployed (a re-parameterisable student folded)."""
     config, params = weights.restore_params(workdir, which="latest")
     model_config, params = inference_form(config.model, params)
     model = build_model(model_config)
-    return {"params": count_params(params), "gflops_1080p": gflops_per_frame(model, params)}
+    height, width = FRAME_HEIGHT // model.scale, FRAME_WIDTH // model.scale  # a 1080p output
+    return {"params": count_params(params), "gflops_1080p": gflops_per_frame(model, params, height=height, width=width)}
 
 
 def _mean_and_std(results: list[dict[str, float]]) -> dict[str, float]:
@@ -110,7 +112,7 @@ def results_table(rows: list[dict[str, Any]], timing: str | None = None) -> str:
     # With named evaluation sets those are the table; otherwise the runs' own validation set.
     header = ["model", "seeds"] if sets else ["model", "seeds", "PSNR Y (dB)", "SSIM Y", "PSNR RGB (dB)", "SSIM RGB"]
     header += [f"{name} {metric}" for name in sets for metric in ("PSNR Y (dB)", "SSIM Y")]
-    header += ["params", "GFLOPs / 1080p frame"] + ([timing] if timing else [])
+    header += ["params", "GFLOPs / 1080p output"] + ([timing] if timing else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["label"], str(row["seeds"]) if row.get("run") else "-"]
