@@ -248,9 +248,9 @@ def test_real_time_students_fit_the_1080p_output_budget(name):
 
 
 def test_the_half_resolution_swin_body_costs_about_a_quarter():
-    full = gflops_per_frame(build_model({"name": "swin_light"}), height=64, width=64)
-    half = gflops_per_frame(build_model({"name": "swin_light_half"}), height=64, width=64)
-    assert 0.2 < half / full < 0.3
+    full = gflops_per_frame(build_model({"name": "swin_tiny"}), height=64, width=64)
+    half = gflops_per_frame(build_model({"name": "swin_tiny", "overrides": {"body_factor": 2}}), height=64, width=64)
+    assert 0.2 < half / full < 0.35
 
 
 def test_registry_builds_from_json_like_config():
