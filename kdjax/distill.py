@@ -37,16 +37,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
-
 import tqdm
+from absl import logging
 
 from kdjax import losses, parallel, weights
 from kdjax.data import input_size, make_train_dataset, output_scale
-from kdjax.data.degraded import COMPLETE, example_names
+from kdjax.data.degraded import COMPLETE, example_names, save_atomically
 from kdjax.images import quantize, to_unit_float
 from kdjax.imresize import imresize
-from kdjax.models.layers import pad_to_multiple
 from kdjax.models import build_model, feature_shapes
 
 FEATURE_LOSSES = ("l1", "l2", "affinity")
@@ -138,7 +136,9 @@ def sees_downscaled_input(config: ml_collections.ConfigDict, teacher_scale: int)
 def downscale_for_teacher(images: np.ndarray, scale: int) -> np.ndarray:
     """What an upscaling teacher of ``scale`` sees of same-size (sharpen) images: each of the
     (N, H, W, 3) images downscaled by ``scale`` with MATLAB bicubic (H, W multiples of it)."""
-    return np.stack([imresize(image, output_shape=(image.shape[0] // scale, image.shape[1] // scale)) for image in images])
+    return np.stack(
+        [imresize(image, output_shape=(image.shape[0] // scale, image.shape[1] // scale)) for image in images]
+    )
 
 
 def parse_feature_pairs(spec: str) -> list[tuple[str, str]]:
@@ -411,7 +411,7 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
     inputs sees each input downscaled by its scale with MATLAB bicubic: the one low-resolution
     view every degradation has (for bicubic down-up it is close to the low-resolution image the
     input was made from; for blur, noise or JPEG it keeps their damage, which such a teacher was
-    not trained to remove). Each input is mirror-padded at the bottom/right to
+    not trained to remove). Each input is mirror-padded (reflected) at the bottom/right to
     a multiple of 32 pixels and the output cropped back: the labels of the last few rows and
     columns therefore see mirrored content where the teacher would see its convolutions' zero
     padding, a small difference traded for compiling one function per size bucket.
@@ -423,9 +423,9 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
     scale = teacher.model.scale
 
     @jax.jit
-    def label(params, image):
-        padded = pad_to_multiple(to_unit_float(image)[None], _LABEL_SIZE_BUCKET)
-        return quantize(teacher.model.apply({"params": params}, padded, train=False)[0], np.uint8)
+    def label(params, padded_image):
+        output = teacher.model.apply({"params": params}, to_unit_float(padded_image)[None], train=False)
+        return quantize(output[0], np.uint8)
 
     params = jax.device_get(teacher.params)
     pixels = 0
@@ -438,11 +438,10 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
                 low, (height, width) = stored["input"], stored["target"].shape[:2]
             if low.shape[0] * scale != height:
                 low = downscale_for_teacher(low[None], scale)[0]
-            output = np.asarray(label(params, low))[:height, :width]
-            temporary = path.with_name(path.name + ".partial")
-            with open(temporary, "wb") as file:
-                np.save(file, output)
-            temporary.replace(path)
+            # Padded here, not inside `label`: the compiled function then sees one shape per bucket.
+            bucket_pad = [(0, -low.shape[0] % _LABEL_SIZE_BUCKET), (0, -low.shape[1] % _LABEL_SIZE_BUCKET), (0, 0)]
+            output = np.asarray(label(params, np.pad(low, bucket_pad, mode="reflect")))[:height, :width]
+            save_atomically(path, lambda file, out=output: np.save(file, out))
             pixels += height * width
             progress.set_postfix(megapixels=f"{pixels / 1e6:.1f}")
     (out_dir / COMPLETE).write_text(json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n")

@@ -93,10 +93,11 @@ def _set_names(rows: list[dict[str, Any]]) -> list[str]:
     return list(rows[0].get("sets", {})) if rows else []
 
 
-def _metric(row: dict[str, Any], key: str, digits: int) -> str:
-    text = f"{row[key]:.{digits}f}"
-    if row.get(f"{key}_std") is not None and row.get("seeds", 1) > 1:
-        text += f" ± {row[f'{key}_std']:.{digits}f}"
+def _metric(values: dict[str, float], key: str, digits: int, seeds: int) -> str:
+    """``values[key]``, with `` ± `` its standard deviation over several seeds."""
+    text = f"{values[key]:.{digits}f}"
+    if seeds > 1:
+        text += f" ± {values[f'{key}_std']:.{digits}f}"
     return text
 
 
@@ -115,13 +116,13 @@ def results_table(rows: list[dict[str, Any]], timing: str | None = None) -> str:
     header += ["params", "GFLOPs / 1080p output"] + ([timing] if timing else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["label"], str(row["seeds"]) if row.get("run") else "-"]
+        seeds = row.get("seeds", 1)  # the input row has none
+        cells = [row["label"], str(seeds) if row.get("run") else "-"]
         if not sets:
-            cells += [_metric(row, "psnr_y", 2), _metric(row, "ssim_y", 4), _metric(row, "psnr_rgb", 2),
-                      _metric(row, "ssim_rgb", 4)]
+            cells += [_metric(row, key, digits, seeds) for key, digits in
+                      (("psnr_y", 2), ("ssim_y", 4), ("psnr_rgb", 2), ("ssim_rgb", 4))]
         for name in sets:
-            cells += [_metric(row["sets"][name] | {"seeds": row.get("seeds", 1)}, "psnr_y", 2),
-                      _metric(row["sets"][name] | {"seeds": row.get("seeds", 1)}, "ssim_y", 4)]
+            cells += [_metric(row["sets"][name], "psnr_y", 2, seeds), _metric(row["sets"][name], "ssim_y", 4, seeds)]
         cells.append(f"{row['params'] / 1e6:.3f} M" if row.get("params") is not None else "-")
         cells.append(f"{row['gflops_1080p']:.1f}" if row.get("gflops_1080p") is not None else "-")
         if timing:

@@ -54,7 +54,9 @@ def example_names(folder: Path) -> list[str]:
     return sorted(path.stem for path in (folder / "images").glob("*.npz"))
 
 
-def _save_atomically(path: Path, save) -> None:
+def save_atomically(path: Path, save) -> None:
+    """Writes ``path`` through ``save(file)`` into a ``.partial`` file renamed when complete, so
+    an interrupted write never leaves a file that looks finished."""
     temporary = path.with_name(path.name + ".partial")
     with open(temporary, "wb") as file:
         save(file)
@@ -83,7 +85,7 @@ def write_degraded_images(data_cfg: ml_collections.ConfigDict) -> Path:
         target = mod_crop(example["image"], degradation.scale)
         for variant in range(variants):
             degraded = degradation(target, np.random.default_rng([index, variant]))
-            _save_atomically(
+            save_atomically(
                 folder / "images" / f"{index:05d}_{variant}.npz",
                 lambda file, d=degraded: np.savez(file, input=d, target=target),
             )
