@@ -23,10 +23,20 @@ def get_config(variant=None):
     del variant
     suite = ml_collections.ConfigDict()
     suite.runs = ml_collections.ConfigDict(
-        {"none": student_x2.get_config("none_short"), "kd": student_x2.get_config("kd_short")}
+        {
+            "none": student_x2.get_config("none_short"),
+            "kd": student_x2.get_config("kd_short"),
+            "dukd": student_x2.get_config("dukd_short"),
+        }
     )
-    suite.order = ("none", "kd")
-    suite.labels = ml_collections.ConfigDict({"none": "rep x2, no teacher", "kd": "rep x2, output KD from BSRN"})
+    suite.order = ("none", "kd", "dukd")
+    suite.labels = ml_collections.ConfigDict(
+        {
+            "none": "rep x2, no teacher",
+            "kd": "rep x2, output KD from BSRN",
+            "dukd": "rep x2, output KD + zoomed views (DUKD) from BSRN",
+        }
+    )
     suite.seeds = (0, 1, 2)
     suite.eval_dirs = (f"{common.SHARED_DATA}/Set5", f"{common.SHARED_DATA}/Set14")
     return suite

@@ -12,8 +12,12 @@ Variants (``--config=configs/student_x2.py:<variant>``):
   kd         L1 to ground truth + L1 to the teacher's output (weight 1), 15000 steps: the
              released ``rep_kd_x2``; about 40 minutes on 2 CPU cores.
   none       the same student, stream and steps without a teacher.
-  kd_short   / none_short: 2500 steps, the KD-vs-no-KD ablation, run over seeds 0, 1, 2
-             (``--config.seed=N``); about 7 minutes each.
+  dukd       output KD plus data-upcycling KD (``loss.aux_kd_weight=1``): each step also fits
+             the student to the teacher on a patch of a zoomed-in view (a crop of the sharp
+             target used as input) or a zoomed-out view (the input downscaled by 2) of each
+             example's image, labelled once by the teacher (about 10 more minutes of BSRN).
+  kd_short   / none_short / dukd_short: 2500 steps, the distillation ablation, run over seeds
+             0, 1, 2 (``--config.seed=N``); about 7 minutes each (dukd: 11, two student passes).
 
 Run (from the repository root; the teacher is imported once from the authors' checkpoint):
   kdjax import-weights --arch=bsrn --input=../shared/weights/bsrn_x2.pth --output=runs/teachers/bsrn_x2
@@ -28,13 +32,14 @@ from kdjax.configs import common
 from kdjax.models import model_config
 
 TEACHER = "runs/teachers/bsrn_x2"
-STEPS = {"kd": 15000, "none": 15000, "kd_short": 2500, "none_short": 2500}
+STEPS = {"kd": 15000, "none": 15000, "dukd": 15000, "kd_short": 2500, "none_short": 2500, "dukd_short": 2500}
 
 
-def student_config(model, num_steps: int, teacher: str = ""):
+def student_config(model, num_steps: int, teacher: str = "", aux_kd_weight: float = 0.0):
     """The students' recipe: BSD68 + SunHays80 + T91 degraded once (x2 upscale by default),
     batch 16 of 96 px patches, AdamW 2e-3 with warm-up and cosine decay, no weight decay;
-    with a ``teacher``, L1 to its cached output (weight 1) beside L1 to the ground truth."""
+    with a ``teacher``, L1 to its cached output (weight 1) beside L1 to the ground truth, and
+    ``aux_kd_weight`` times L1 to its output on zoomed views (DUKD)."""
     config = config_lib.base_config()
     config.model = model
     config.data = common.upscale_data_config(patch_size=96, scale=2)
@@ -49,6 +54,7 @@ def student_config(model, num_steps: int, teacher: str = ""):
         config.teacher.workdir = teacher
         config.teacher.which = "latest"
         config.loss.output_kd_weight = 1.0
+        config.loss.aux_kd_weight = aux_kd_weight
     config.eval.crop_border = 2
     config.eval.every_steps = 2000 if num_steps > 5000 else num_steps
     config.checkpoint.every_steps = 1000
@@ -60,4 +66,5 @@ def get_config(variant=None):
     if variant not in STEPS:
         raise ValueError(f"Unknown student_x2 variant {variant!r}; choose one of {sorted(STEPS)}.")
     model = model_config("rep_x2", width=16, num_blocks=7, expand=0)
-    return student_config(model, STEPS[variant], TEACHER if variant.startswith("kd") else "")
+    teacher = "" if variant.startswith("none") else TEACHER
+    return student_config(model, STEPS[variant], teacher, aux_kd_weight=1.0 if variant.startswith("dukd") else 0.0)

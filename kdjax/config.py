@@ -53,6 +53,11 @@ def base_config() -> ml_collections.ConfigDict:
             feature_kd_weight=0.0,
             feature_pairs="",  # "student_feature:teacher_feature,..."
             affinity_max_side=32,
+            # Data-upcycling KD (DUKD): L1 (loss.output_kd) between the student's and the teacher's
+            # outputs on auxiliary views of each patch's image that the ground truth cannot label
+            # (zoomed in / out, kdjax.data.degraded.zoom_views), labelled once in the per-image
+            # cache; one auxiliary patch per example, so a step runs the student on twice the patches.
+            aux_kd_weight=0.0,
         )
     )
     # 0: train on the endless data stream. N > 0: train on its first N batches,

@@ -11,14 +11,16 @@ Everything a distillation run adds to plain training lives here; ``kdjax.train``
   (``kdjax.data.degraded``), computed once at full size: the per-image label cache that lets
   students train on the full stream at the cost of a student step (``data.cache_variants`` > 0
   and ``teacher.in_step`` False).
+* ``label_zoom_views``: the teacher's output on two auxiliary views of every stored upscale
+  image (zoomed in and out), the labels of data-upcycling KD (``loss.aux_kd_weight``).
 * ``TeacherLabelCache``: the first ``config.pool_batches`` batches of the stream labelled by
   the teacher once (its output and the tapped features, the features as float16), reused by
   the next run with the same data and teacher (a suite distilling several students pays once).
 * ``parse_feature_pairs``, ``FeatureAdapters``, ``build_adapters``: which student feature is
   matched to which teacher feature, through a learned 1x1 adapter resized to the teacher's
   spatial size.
-* ``feature_loss`` and ``kd_loss_terms``: output KD (a pixel loss to the teacher's output) and
-  feature KD (L1/L2 relative to the teacher feature's RMS, or FAKD spatial affinity, He et
+* ``feature_loss`` and ``kd_loss_terms``: output KD (a pixel loss to the teacher's output), its
+  twin on the auxiliary views (DUKD, Zhang et al. 2023) and feature KD (L1/L2 relative to the teacher feature's RMS, or FAKD spatial affinity, He et
   al. 2020, which compares *where* features agree rather than their values).
 """
 
@@ -42,7 +44,7 @@ from absl import logging
 
 from kdjax import losses, parallel, weights
 from kdjax.data import input_size, make_train_dataset, output_scale
-from kdjax.data.degraded import COMPLETE, example_names, save_atomically
+from kdjax.data.degraded import COMPLETE, VIEWS, example_names, save_atomically, zoom_views
 from kdjax.images import quantize, to_unit_float
 from kdjax.imresize import imresize
 from kdjax.models import build_model, feature_shapes
@@ -52,7 +54,8 @@ FEATURE_LOSSES = ("l1", "l2", "affinity")
 
 def uses_teacher(config: ml_collections.ConfigDict) -> bool:
     """Whether any distillation weight is set (then ``config.teacher.workdir`` is needed)."""
-    return config.loss.output_kd_weight > 0 or config.loss.feature_kd_weight > 0
+    loss = config.loss
+    return loss.output_kd_weight > 0 or loss.feature_kd_weight > 0 or loss.aux_kd_weight > 0
 
 
 def uses_label_cache(config: ml_collections.ConfigDict) -> bool:
@@ -73,13 +76,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
             "Feature KD needs the teacher's features, which the per-image label cache does not store; "
             "set --config.teacher.in_step=True (the teacher runs in every step) or --config.loss.feature_kd_weight=0."
         )
+    if config.loss.aux_kd_weight > 0 and (config.data.degradation.task != "upscale" or not uses_label_cache(config)):
+        raise ValueError(
+            "loss.aux_kd_weight labels zoomed views of upscale examples in the per-image label cache; "
+            "use the upscale task with --config.data.cache_variants > 0 and teacher.in_step=False, or set it to 0."
+        )
     if config.data.cache_variants > 0 and config.pool_batches > 0:
         raise ValueError(
             "config.pool_batches and config.data.cache_variants both replace the data stream; set one of them to 0."
         )
     if uses_teacher(config) and not config.teacher.workdir:
         raise ValueError(
-            "The config has distillation weights (loss.output_kd_weight / loss.feature_kd_weight) "
+            "The config has distillation weights (loss.output_kd_weight / feature_kd_weight / aux_kd_weight) "
             "but no teacher; set --config.teacher.workdir to a trained teacher's workdir or set "
             "both weights to 0."
         )
@@ -305,13 +313,24 @@ def kd_loss_terms(
     teacher_features: Mapping[str, jax.Array] | None,
     adapters: FeatureAdapters | None,
     adapter_params: Any,
+    aux_prediction: jax.Array | None = None,
+    aux_teacher_output: jax.Array | None = None,
 ) -> dict[str, tuple[float, jax.Array]]:
-    """The distillation terms of the loss, name -> (weight, value); empty without KD."""
+    """The distillation terms of the loss, name -> (weight, value); empty without KD.
+
+    ``aux_prediction`` is the student's output on the batch's auxiliary views, whose only
+    label is ``aux_teacher_output`` (``loss.aux_kd_weight``).
+    """
     terms = {}
     if loss_cfg.output_kd_weight:
         terms["output_kd"] = (
             loss_cfg.output_kd_weight,
             losses.pixel_loss(prediction, teacher_output, loss_cfg.output_kd, loss_cfg.charbonnier_eps),
+        )
+    if loss_cfg.aux_kd_weight:
+        terms["aux_kd"] = (
+            loss_cfg.aux_kd_weight,
+            losses.pixel_loss(aux_prediction, aux_teacher_output, loss_cfg.output_kd, loss_cfg.charbonnier_eps),
         )
     if loss_cfg.feature_kd_weight:
         teacher_maps = [teacher_features[name] for _, name in adapters.pairs]
@@ -403,6 +422,30 @@ def teacher_digest(teacher: Teacher) -> str:
     return digest.hexdigest()[:16]
 
 
+def _bucketed_labeller(teacher: Teacher):
+    """``label(image) -> uint8 output`` of the teacher on one whole uint8 image, compiled once
+    per 32-px size bucket: the image is mirror-padded (reflected) at the bottom/right up to the
+    bucket and the output cropped back, so the last few rows and columns see mirrored content
+    where the teacher would see its convolutions' zero padding (a small difference traded for
+    a few compilations instead of one per image size)."""
+
+    @jax.jit
+    def label(params, padded_image):
+        output = teacher.model.apply({"params": params}, to_unit_float(padded_image)[None], train=False)
+        return quantize(output[0], np.uint8)
+
+    params = jax.device_get(teacher.params)
+    scale = teacher.model.scale
+
+    def label_image(image: np.ndarray) -> np.ndarray:
+        # Padded here, not inside `label`: the compiled function then sees one shape per bucket.
+        bucket_pad = [(0, -image.shape[0] % _LABEL_SIZE_BUCKET), (0, -image.shape[1] % _LABEL_SIZE_BUCKET), (0, 0)]
+        output = np.asarray(label(params, np.pad(image, bucket_pad, mode="reflect")))
+        return output[: image.shape[0] * scale, : image.shape[1] * scale]
+
+    return label_image
+
+
 def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
     """The teacher's output (uint8) on every stored degraded image in ``folder``, computed once.
 
@@ -411,23 +454,14 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
     inputs sees each input downscaled by its scale with MATLAB bicubic: the one low-resolution
     view every degradation has (for bicubic down-up it is close to the low-resolution image the
     input was made from; for blur, noise or JPEG it keeps their damage, which such a teacher was
-    not trained to remove). Each input is mirror-padded (reflected) at the bottom/right to
-    a multiple of 32 pixels and the output cropped back: the labels of the last few rows and
-    columns therefore see mirrored content where the teacher would see its convolutions' zero
-    padding, a small difference traded for compiling one function per size bucket.
+    not trained to remove). Images are padded to size buckets (``_bucketed_labeller``).
     """
     out_dir = folder / f"teacher-{teacher_digest(teacher)}"
     if (out_dir / COMPLETE).is_file():
         return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     scale = teacher.model.scale
-
-    @jax.jit
-    def label(params, padded_image):
-        output = teacher.model.apply({"params": params}, to_unit_float(padded_image)[None], train=False)
-        return quantize(output[0], np.uint8)
-
-    params = jax.device_get(teacher.params)
+    label_image = _bucketed_labeller(teacher)
     pixels = 0
     with tqdm.tqdm(example_names(folder), desc="Teacher labels", unit="image") as progress:
         for name in progress:
@@ -438,11 +472,31 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
                 low, (height, width) = stored["input"], stored["target"].shape[:2]
             if low.shape[0] * scale != height:
                 low = downscale_for_teacher(low[None], scale)[0]
-            # Padded here, not inside `label`: the compiled function then sees one shape per bucket.
-            bucket_pad = [(0, -low.shape[0] % _LABEL_SIZE_BUCKET), (0, -low.shape[1] % _LABEL_SIZE_BUCKET), (0, 0)]
-            output = np.asarray(label(params, np.pad(low, bucket_pad, mode="reflect")))[:height, :width]
+            output = label_image(low)[:height, :width]
             save_atomically(path, lambda file, out=output: np.save(file, out))
             pixels += height * width
             progress.set_postfix(megapixels=f"{pixels / 1e6:.1f}")
     (out_dir / COMPLETE).write_text(json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n")
     return out_dir
+
+
+def label_zoom_views(folder: Path, labels_dir: Path, teacher: Teacher) -> None:
+    """The teacher's output on the two auxiliary views (``kdjax.data.degraded.zoom_views``) of
+    every stored upscale example, computed once into ``labels_dir/views`` (resumable file by
+    file like ``label_degraded_images``): the zoomed-in view costs as much teacher work as the
+    example itself, the zoomed-out one a quarter of it at x2."""
+    views_dir = labels_dir / VIEWS
+    if (views_dir / COMPLETE).is_file():
+        return
+    views_dir.mkdir(parents=True, exist_ok=True)
+    label_image = _bucketed_labeller(teacher)
+    with tqdm.tqdm(example_names(folder), desc="Teacher labels of zoomed views", unit="image") as progress:
+        for name in progress:
+            path = views_dir / f"{name}.npz"
+            if path.is_file():
+                continue
+            with np.load(folder / "images" / f"{name}.npz") as stored:
+                inputs = zoom_views(stored["input"], stored["target"], teacher.model.scale, name)
+            outputs = {key.replace("_input", "_output"): label_image(image) for key, image in inputs.items()}
+            save_atomically(path, lambda file, views={**inputs, **outputs}: np.savez(file, **views))
+    (views_dir / COMPLETE).write_text(json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n")

@@ -60,7 +60,8 @@ def make_train_step(
     ``batch`` holds ``input`` and ``target`` images (uint8 or float in [0, 1])
     and, when the teacher labelled a training pool, ``teacher_output`` (float
     in [0, 1]) and ``teacher_features`` (name -> map); the step then takes no
-    teacher model (``teacher_model=None``). The
+    teacher model (``teacher_model=None``). With ``loss.aux_kd_weight`` it also holds
+    ``aux_input`` / ``aux_teacher_output`` (zoomed views, labelled only by the teacher). The
     frozen teacher's parameters are a separate argument so they never enter the
     trainable state (nor its checkpoints). A step whose loss or gradients are not
     finite leaves the state untouched and reports ``finite = False``.
@@ -77,6 +78,8 @@ def make_train_step(
         teacher_output, teacher_features = distill.teacher_targets(
             teacher_model, teacher_params, inputs, batch, use_features
         )
+        aux_inputs = to_unit_float(batch["aux_input"]) if loss_cfg.aux_kd_weight else None
+        aux_teacher_output = to_unit_float(batch["aux_teacher_output"]) if loss_cfg.aux_kd_weight else None
 
         def loss_fn(params):
             out = model.apply(
@@ -87,6 +90,11 @@ def make_train_step(
                 rngs={"dropout": rng},
             )
             prediction, features = out if use_features else (out, None)
+            aux_prediction = None
+            if loss_cfg.aux_kd_weight:
+                aux_prediction = model.apply(
+                    {"params": params["model"]}, aux_inputs, train=True, rngs={"dropout": jax.random.fold_in(rng, 1)}
+                )
             terms = {
                 "pixel": (
                     loss_cfg.pixel_weight,
@@ -97,7 +105,8 @@ def make_train_step(
                 terms["ssim"] = (loss_cfg.ssim_weight, losses.ssim_loss(prediction, target))
             terms.update(
                 distill.kd_loss_terms(
-                    loss_cfg, prediction, features, teacher_output, teacher_features, adapters, params["adapters"]
+                    loss_cfg, prediction, features, teacher_output, teacher_features, adapters, params["adapters"],
+                    aux_prediction, aux_teacher_output,
                 )
             )
             total = sum(weight * value for weight, value in terms.values())
@@ -188,12 +197,19 @@ def check_workdir(workdir: Path, config: ml_collections.ConfigDict, *, allow_con
     if not (workdir / weights.CONFIG_FILE).is_file() or allow_config_change:
         return
     previous = traverse_util.flatten_dict(weights.load_config(workdir).to_dict(), sep=".")
-    # The teacher's model config is filled in from the teacher's folder when the run starts.
     current = traverse_util.flatten_dict(config.to_dict(), sep=".")
+    # A key kdjax gained after the run started changes nothing while it keeps its default.
+    defaults = traverse_util.flatten_dict(config_lib.base_config().to_dict(), sep=".")
+
+    def encoded(value):
+        return json.dumps(value, default=str)
+
     differing = sorted(
         key for key in previous.keys() | current.keys()
-        if not key.startswith("teacher.model") and json.dumps(previous.get(key), default=str)
-        != json.dumps(current.get(key), default=str)
+        # The teacher's model config is filled in from the teacher's folder when the run starts.
+        if not key.startswith("teacher.model")
+        and encoded(previous.get(key)) != encoded(current.get(key))
+        and not (key not in previous and key in defaults and encoded(current[key]) == encoded(defaults[key]))
     )
     if differing:
         raise ValueError(
@@ -262,9 +278,13 @@ def train_and_evaluate(
     logging.info("Run config:\n%s", config.to_json_best_effort(indent=2, sort_keys=True))
     teacher_labels = None
     if distill.uses_label_cache(config):
-        teacher_labels = distill.label_degraded_images(data.write_degraded_images(config.data), teacher)
+        degraded_images = data.write_degraded_images(config.data)
+        teacher_labels = distill.label_degraded_images(degraded_images, teacher)
+        if config.loss.aux_kd_weight:
+            distill.label_zoom_views(degraded_images, teacher_labels, teacher)
     train_data = data.make_train_dataset(
-        config.data, global_batch_size=config.batch_size, seed=config.seed, teacher_labels=teacher_labels
+        config.data, global_batch_size=config.batch_size, seed=config.seed, teacher_labels=teacher_labels,
+        zoom_views=config.loss.aux_kd_weight > 0,
     )
     data_iter = iter(train_data)
     manager = checkpoints.make_manager(workdir, config)

@@ -16,7 +16,9 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from kdjax import weights
 from kdjax.models import build_model, model_config
+from kdjax.models.layers import upscale_bicubic
 from kdjax.serving.export import ONNX_INPUT, export_onnx, export_stablehlo, load_stablehlo
 
 REPO = Path(__file__).resolve().parents[1]
@@ -180,6 +182,32 @@ def test_onnx_exports_the_full_resolution_residual_student(onnxruntime, tmp_path
     assert _max_difference(out, expected) <= 1e-5
 
 
+def test_onnx_exports_the_released_rep_upscaler(odd_crops, onnxruntime, tmp_path):
+    """x2 at the input's resolution, pixel-shuffled, plus the MATLAB-bicubic upscaled input."""
+    config, params = weights.restore_params(REPO / "pretrained" / "rep_kd_x2")
+    model = build_model(config.model)
+    export_onnx(model, params, tmp_path / "rep_x2.onnx")
+    forward = jax.jit(lambda x: model.apply({"params": params}, x))
+    for batch in odd_crops:
+        expected = np.asarray(forward(batch))
+        out = _run_onnx(onnxruntime, tmp_path / "rep_x2.onnx", batch)
+        assert out.shape == (batch.shape[0], 2 * batch.shape[1], 2 * batch.shape[2], 3)
+        assert _max_difference(out, expected) <= 1e-5
+        # The learned residual matters, so a graph missing the body would not pass.
+        assert _max_difference(np.asarray(upscale_bicubic(batch, 2)), expected) > 0.01
+
+
+def test_onnx_folds_an_unfolded_rep_sharpener(onnxruntime, tmp_path):
+    model = build_model(model_config("rep", width=8, num_blocks=2))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda leaf: 0.2 * rng.standard_normal(leaf.shape, np.float32), _abstract_params(model))
+    images = rng.random((2, 13, 9, 3), dtype=np.float32)
+    expected = np.asarray(jax.jit(model.apply)({"params": params}, images))
+    assert _max_difference(expected, images) > 0.1
+    export_onnx(model, params, tmp_path / "rep.onnx", height=13, width=9)
+    assert _max_difference(_run_onnx(onnxruntime, tmp_path / "rep.onnx", images), expected) <= 1e-5
+
+
 def test_export_errors_name_the_input_and_the_fix(realtime, tmp_path):
     model, params, _ = realtime
     with pytest.raises(ValueError, match=r"pass variables\['params'\]"):
@@ -189,7 +217,7 @@ def test_export_errors_name_the_input_and_the_fix(realtime, tmp_path):
         export_stablehlo(narrow, params, tmp_path / "a")
     with pytest.raises(ValueError, match=r"height=3 is invalid; pass an int >= 4"):
         export_stablehlo(model, params, tmp_path / "a", height=3)
-    with pytest.raises(ValueError, match="ONNX export supports the realtime and residual"):
+    with pytest.raises(ValueError, match="ONNX export supports the realtime, residual and rep students, not Plain"):
         export_onnx(build_model(model_config("plain3")), params, tmp_path / "a.onnx")
     (tmp_path / "junk").write_bytes(b"not a module")
     with pytest.raises(ValueError, match="is not a serialized jax.export module"):

@@ -10,8 +10,10 @@ from PIL import Image
 
 from kdjax import config as config_lib
 from kdjax import data, degradations, distill, parallel, train, weights
+from kdjax import train_state as train_state_lib
 from kdjax.data import transforms
 from kdjax.images import quantize, to_unit_float
+from kdjax.imresize import imresize
 from kdjax.models import build_model, model_config
 from test_train import tiny_config
 
@@ -132,6 +134,68 @@ def test_runs_with_and_without_a_teacher_read_the_same_stream(tmp_path):
     assert len(data.DegradedImages(folder)) == 6
 
 
+def test_zoomed_views_are_labelled_by_the_teacher_and_cut_after_the_main_patch(tmp_path):
+    data_cfg = _upscale_data_config(tmp_path)
+    folder = data.write_degraded_images(data_cfg)
+    teacher = _load(_tiny_teacher(tmp_path), parallel.make_mesh(jax.devices()[:1]))
+    labels = distill.label_degraded_images(folder, teacher)
+    distill.label_zoom_views(folder, labels, teacher)
+    for example in data.DegradedImages(folder, labels, views=True):
+        low, target, zoom_in = example["input"], example["target"], example["zoom_in_input"]
+        # Zoomed in: a crop of the sharp target, of the input's size.
+        assert zoom_in.shape == low.shape
+        corners = [
+            (top, left) for top in range(target.shape[0] - low.shape[0] + 1)
+            for left in range(target.shape[1] - low.shape[1] + 1)
+            if np.array_equal(target[top : top + low.shape[0], left : left + low.shape[1]], zoom_in)
+        ]
+        assert corners
+        # Zoomed out: the input downscaled by 2 with MATLAB bicubic.
+        np.testing.assert_array_equal(
+            example["zoom_out_input"], imresize(low, output_shape=(low.shape[0] // 2, low.shape[1] // 2))
+        )
+        for view in ("zoom_in", "zoom_out"):
+            image, label = example[f"{view}_input"], example[f"{view}_output"]
+            expected = quantize(teacher.model.apply({"params": teacher.params}, to_unit_float(image)[None])[0], np.uint8)
+            assert label.shape == expected.shape == (2 * image.shape[0], 2 * image.shape[1], 3)
+            assert np.median(np.abs(label.astype(int) - np.asarray(expected, int))) <= 1
+
+    plain = iter(data.make_train_dataset(data_cfg, global_batch_size=4, seed=5, process_index=0, process_count=1))
+    with_views = iter(
+        data.make_train_dataset(
+            data_cfg, global_batch_size=4, seed=5, process_index=0, process_count=1, teacher_labels=labels,
+            zoom_views=True,
+        )
+    )
+    for _ in range(3):
+        a, b = next(plain), next(with_views)
+        np.testing.assert_array_equal(a["input"], b["input"])  # the main stream is unchanged
+        np.testing.assert_array_equal(a["target"], b["target"])
+        assert b["aux_input"].shape == (4, 8, 8, 3) and b["aux_teacher_output"].shape == (4, 16, 16, 3)
+        assert not np.array_equal(b["aux_input"], b["input"])
+
+
+def test_the_step_fits_the_student_to_the_teacher_on_the_auxiliary_views(tmp_path):
+    config = tiny_config(tmp_path, model=model_config("rep", width=4, num_blocks=1, scale=2))
+    config.loss.aux_kd_weight = 0.5
+    model = build_model(config.model)
+    tx = train_state_lib.make_optimizer(config)
+    params = train_state_lib.init_params(config, model, jax.random.key(0))
+    state = train_state_lib.create_train_state(params, tx)
+    rng = np.random.default_rng(0)
+    batch = {
+        "input": rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8),
+        "target": rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8),
+        "aux_input": rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8),
+        "aux_teacher_output": rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8),
+    }
+    _, metrics = jax.jit(train.make_train_step(config, model, tx))(state, batch, jax.random.key(1))
+    student = model.apply({"params": params["model"]}, to_unit_float(batch["aux_input"]), train=True)
+    expected = np.abs(np.asarray(student) - to_unit_float(batch["aux_teacher_output"])).mean()
+    assert float(metrics["loss_aux_kd"]) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics["loss"]) == pytest.approx(float(metrics["loss_pixel"]) + 0.5 * expected, rel=1e-5)
+
+
 def test_a_student_distils_from_cached_labels_without_running_the_teacher_in_its_step(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, model=model_config("rep", width=4, num_blocks=1, scale=2), steps=3)
     data_cfg = _upscale_data_config(tmp_path)
@@ -182,6 +246,7 @@ def test_an_upscaling_teacher_labels_a_sharpen_run_from_the_downscaled_input(tmp
     [
         (dict(feature_kd_weight=0.1, feature_pairs="block_0:block_0"), "Feature KD needs the teacher's features"),
         (dict(pool=4), "both replace the data stream"),
+        (dict(aux_kd_weight=1.0), "loss.aux_kd_weight labels zoomed views of upscale examples"),
     ],
 )
 def test_settings_the_label_cache_cannot_serve_are_one_sentence(tmp_path, change, message):
@@ -191,6 +256,8 @@ def test_settings_the_label_cache_cannot_serve_are_one_sentence(tmp_path, change
     config.loss.output_kd_weight = 1.0
     if "pool" in change:
         config.pool_batches = change["pool"]
+    elif "aux_kd_weight" in change:
+        config.loss.aux_kd_weight = change["aux_kd_weight"]  # the tiny config is a sharpen run
     else:
         config.loss.feature_kd_weight = change["feature_kd_weight"]
         config.loss.feature_pairs = change["feature_pairs"]

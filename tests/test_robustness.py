@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import json
 import shutil
 import subprocess
 import sys
@@ -186,6 +187,16 @@ def test_training_never_touches_a_model_folder_or_a_workdir_with_another_config(
         with pytest.raises(ValueError, match=rf"started with another config \(.*{key}.*--allow_config_change"):
             train.train_and_evaluate(changed, workdir, devices=jax.devices()[:1])
         assert _snapshot(workdir) == before
+
+    # A key added to kdjax after the run started is no change while it keeps its default.
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["loss"]["aux_kd_weight"]
+    (workdir / "config.json").write_text(json.dumps(saved))
+    assert train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])["step"] == 6
+    with_views = config.copy_and_resolve_references()
+    with_views.loss.aux_kd_weight = 1.0
+    with pytest.raises(ValueError, match=r"started with another config \(loss.aux_kd_weight differ"):
+        train.check_workdir(workdir, with_views)
 
     # Allowed explicitly: the finished run resumes (nothing left to train) with the new config.
     report = train.train_and_evaluate(other_rate, workdir, devices=jax.devices()[:1], allow_config_change=True)

@@ -14,8 +14,11 @@ change writes a new folder; runs sharing the data share it):
 * ``images/<i>_<k>.npz``: ``input`` and ``target`` (uint8; target mod-cropped to the scale),
 * ``teacher-<digest>/<i>_<k>.npy``: the teacher's output on that input, uint8 (the digest
   hashes the teacher's parameters),
-* ``COMPLETE`` (and ``teacher-<digest>/COMPLETE``): written last, so an interrupted build is
-  redone rather than read.
+* ``teacher-<digest>/views/<i>_<k>.npz``: with ``loss.aux_kd_weight`` > 0, two auxiliary
+  views of the example the ground truth cannot label and the teacher's output on each
+  (``zoom_views``; data-upcycling KD, DUKD, Zhang et al. 2023),
+* ``COMPLETE`` (and ``teacher-<digest>/COMPLETE``, ``.../views/COMPLETE``): written last, so an
+  interrupted build is redone rather than read.
 
 A run with and one without a teacher on the same data config read the same inputs and cut
 the same patches: the no-KD baseline sees exactly the KD run's stream.
@@ -36,8 +39,10 @@ import tqdm
 from kdjax import degradations
 from kdjax.data.sources import PairedFolder, build_source
 from kdjax.data.transforms import mod_crop
+from kdjax.imresize import imresize
 
 COMPLETE = "COMPLETE"
+VIEWS = "views"  # the labelled auxiliary views' folder inside a teacher's labels
 
 
 def cache_folder(data_cfg: ml_collections.ConfigDict) -> Path:
@@ -93,18 +98,47 @@ def write_degraded_images(data_cfg: ml_collections.ConfigDict) -> Path:
     return folder
 
 
+def zoom_views(low: np.ndarray, target: np.ndarray, scale: int, name: str) -> dict[str, np.ndarray]:
+    """The auxiliary inputs of an upscale example (``low`` is ``target`` downscaled by ``scale``):
+
+    * ``zoom_in_input``: a crop of the sharp target, of ``low``'s size, used as an input: the
+      scene magnified by ``scale``, with finer detail than any training input has;
+    * ``zoom_out_input``: ``low`` downscaled by ``scale`` (MATLAB bicubic): the scene shrunk.
+
+    Only the teacher can label them (their ground truth would be the scene at ``scale`` times
+    the target's resolution, or the degraded ``low``). The crop's corner is drawn from a
+    generator seeded by the example's name, so the views are fixed like the stored images.
+    """
+    height, width = low.shape[:2]
+    rng = np.random.default_rng([int(part) for part in name.split("_")])
+    top = int(rng.integers(0, target.shape[0] - height + 1))
+    left = int(rng.integers(0, target.shape[1] - width + 1))
+    return {
+        "zoom_in_input": np.ascontiguousarray(target[top : top + height, left : left + width]),
+        "zoom_out_input": imresize(low, output_shape=(max(1, height // scale), max(1, width // scale))),
+    }
+
+
 class DegradedImages:
     """The stored examples of a cache folder: ``{"input", "target", "name"}`` and, when
-    ``teacher_dir`` is given, ``"teacher_output"`` (uint8, the target's size)."""
+    ``teacher_dir`` is given, ``"teacher_output"`` (uint8, the target's size); with ``views``
+    also the ``zoom_in_*`` / ``zoom_out_*`` inputs and teacher outputs of ``zoom_views``."""
 
-    def __init__(self, folder: str | os.PathLike, teacher_dir: str | os.PathLike | None = None):
+    def __init__(
+        self, folder: str | os.PathLike, teacher_dir: str | os.PathLike | None = None, views: bool = False
+    ):
         self.folder = Path(folder)
         self.teacher_dir = None if teacher_dir is None else Path(teacher_dir)
+        self.views = views
         self.names = tuple(example_names(self.folder))
         if not (self.folder / COMPLETE).is_file() or not self.names:
             raise ValueError(f"{self.folder} is not a complete degraded-image cache; delete it so the run rebuilds it.")
         if self.teacher_dir is not None and not (self.teacher_dir / COMPLETE).is_file():
             raise ValueError(f"{self.teacher_dir} holds no complete teacher labels; delete it so the run relabels.")
+        if views and (self.teacher_dir is None or not (self.teacher_dir / VIEWS / COMPLETE).is_file()):
+            raise ValueError(
+                f"{self.teacher_dir} holds no complete labelled views; delete its {VIEWS} folder so the run relabels."
+            )
 
     def __len__(self) -> int:
         return len(self.names)
@@ -115,7 +149,11 @@ class DegradedImages:
             example = {"input": stored["input"], "target": stored["target"], "name": name}
         if self.teacher_dir is not None:
             example["teacher_output"] = np.load(self.teacher_dir / f"{name}.npy")
+        if self.views:
+            with np.load(self.teacher_dir / VIEWS / f"{name}.npz") as views:
+                example.update(views)
         return example
 
     def __repr__(self) -> str:
-        return f"DegradedImages({str(self.folder)!r}, teacher_dir={self.teacher_dir and str(self.teacher_dir)!r})"
+        teacher_dir = self.teacher_dir and str(self.teacher_dir)
+        return f"DegradedImages({str(self.folder)!r}, teacher_dir={teacher_dir!r}, views={self.views})"

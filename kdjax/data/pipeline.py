@@ -178,6 +178,7 @@ def make_train_dataset(
     process_count: int | None = None,
     worker_count: int | None = None,
     teacher_labels: str | os.PathLike | None = None,
+    zoom_views: bool = False,
 ) -> grain.IterDataset:
     """The infinite training stream of this host's batches (see the module docstring).
 
@@ -192,6 +193,9 @@ def make_train_dataset(
       teacher_labels: with ``data_cfg.cache_variants`` > 0, the folder of the teacher's labels
         of the stored degraded images (``kdjax.distill.label_degraded_images``); batches then
         carry ``teacher_output`` (uint8) too.
+      zoom_views: with ``teacher_labels``, batches also carry ``aux_input`` and
+        ``aux_teacher_output``: a patch of one of each example's labelled zoomed views (drawn
+        after the main patch, which is therefore the same as without views).
 
     Returns:
       A Grain ``IterDataset``; ``iter()`` it, and checkpoint the iterator with Orbax.
@@ -215,7 +219,7 @@ def make_train_dataset(
         )
     if data_cfg.cache_variants:
         check_task(data_cfg)
-        source = DegradedImages(write_degraded_images(data_cfg), teacher_labels)
+        source = DegradedImages(write_degraded_images(data_cfg), teacher_labels, views=zoom_views)
         pre_degraded = True
     else:
         source = build_source(data_cfg.train_source)

@@ -165,17 +165,33 @@ class TrainPatch:
     def _stored_patch(self, example: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
         """The same crop and symmetry of an example that brings its input: a real blurry/sharp
         pair, or a stored degraded image (``kdjax.data.degraded``), whose input may be `scale`
-        times smaller and which may carry the teacher's output (the target's size)."""
-        low = example["input"]
+        times smaller and which may carry the teacher's output (the target's size) and its
+        auxiliary views, of which one gives the ``aux_input`` / ``aux_teacher_output`` patch."""
         outputs = {key: example[key] for key in ("target", "teacher_output") if key in example}
-        scale = outputs["target"].shape[0] // low.shape[0]
+        patch = self._cut(example["input"], outputs, example["name"], rng)
+        if "zoom_in_input" in example:
+            # Drawn after the main patch, so that the main patches are those of a run without views.
+            zoom_out_fits = min(example["zoom_out_output"].shape[:2]) >= self.patch_size
+            view = "zoom_out" if rng.random() < 0.5 and zoom_out_fits else "zoom_in"
+            aux = self._cut(
+                example[f"{view}_input"], {"teacher_output": example[f"{view}_output"]}, example["name"], rng
+            )
+            patch.update(aux_input=aux["input"], aux_teacher_output=aux["teacher_output"])
+        return patch
+
+    def _cut(
+        self, low: np.ndarray, outputs: dict[str, np.ndarray], name: str, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """One random patch of ``outputs`` (same-size images) and the matching patch of their
+        input ``low`` (the same size or `scale` times smaller), under one random symmetry."""
+        scale = next(iter(outputs.values())).shape[0] // low.shape[0]
         size = self.patch_size
-        height, width = outputs["target"].shape[:2]
+        height, width = next(iter(outputs.values())).shape[:2]
         if height < size or width < size:
             # Both sizes are multiples of the scale, so the input is padded by padding / scale.
-            outputs = {key: self._pad_small(value, example["name"]) for key, value in outputs.items()}
-            low = self._pad_small(low, example["name"], size // scale)
-            height, width = outputs["target"].shape[:2]
+            outputs = {key: self._pad_small(value, name) for key, value in outputs.items()}
+            low = self._pad_small(low, name, size // scale)
+            height, width = next(iter(outputs.values())).shape[:2]
         top, _, _ = _patch_and_window(height, size, 0, scale, rng)
         left, _, _ = _patch_and_window(width, size, 0, scale, rng)
         patches = {key: value[top : top + size, left : left + size] for key, value in outputs.items()}

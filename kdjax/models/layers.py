@@ -59,6 +59,17 @@ def _keys_cubic(distance: np.ndarray) -> np.ndarray:
     return near + far
 
 
+def bicubic_phase_taps(scale: int) -> np.ndarray:
+    """(scale, 5) weights: output phase ``p`` of ``upscale_bicubic`` as a filter over input
+    pixels ``j - 2 .. j + 2`` (every phase's 4 taps lie within them; the fifth weight is 0)."""
+    taps = np.zeros((scale, 5))
+    for phase in range(scale):
+        offset = (phase + 0.5) / scale - 0.5
+        first = int(np.floor(offset)) - 1  # leftmost tap, relative to the input pixel
+        taps[phase, first + 2 : first + 6] = _keys_cubic(offset - (first + np.arange(4)))
+    return taps
+
+
 def upscale_bicubic(x: jax.Array, scale: int) -> jax.Array:
     """NHWC bicubic upscaling by an integer `scale`, equal to MATLAB's ``imresize(x, scale)``.
 
@@ -75,14 +86,11 @@ def upscale_bicubic(x: jax.Array, scale: int) -> jax.Array:
         length = x.shape[axis]
         padded = jnp.pad(x, [(2, 2) if a == axis else (0, 0) for a in range(4)], mode="symmetric")
         phases = []
-        for phase in range(scale):
-            offset = (phase + 0.5) / scale - 0.5
-            first = int(np.floor(offset)) - 1  # leftmost tap, relative to the input pixel
-            taps = _keys_cubic(offset - (first + np.arange(4)))
+        for taps in bicubic_phase_taps(scale):
             out = 0.0
-            for tap, weight in enumerate(taps):
-                start = first + tap + 2
-                out = out + float(weight) * jax.lax.slice_in_dim(padded, start, start + length, axis=axis)
+            for start, weight in enumerate(taps):
+                if weight:
+                    out = out + float(weight) * jax.lax.slice_in_dim(padded, start, start + length, axis=axis)
             phases.append(out)
         # Interleave the phases: (..., length, scale, ...) -> (..., length * scale, ...).
         stacked = jnp.stack(phases, axis=axis + 1)

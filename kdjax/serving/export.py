@@ -27,10 +27,14 @@ ONNX (`export_onnx`)
     while kdjax needs >=0.12.8 (pip: ResolutionImpossible), and it pulls in equinox,
     huggingface-hub, netron and orbax-export. jax -> TensorFlow -> tf2onnx would add
     TensorFlow. The ONNX graph is therefore written here from the parameters with the
-    `onnx` helper API, for the students made of a 3x3-conv residual trunk
-    (`RealtimeCNN`, `ResidualCNN`): NHWC->NCHW transpose, reflect `Pad` to the shuffle
-    factor, `SpaceToDepth`, `Conv`/`Relu`/`Add`, `DepthToSpace` (CRD, PyTorch's
-    pixel-shuffle order), crop, global residual, NCHW->NHWC. `SpaceToDepth` orders channels
+    `onnx` helper API, for the students made of 3x3 convolutions: the residual-trunk
+    `RealtimeCNN` and `ResidualCNN`, and `RepCNN` in its folded form (folded here when given
+    unfolded), at any scale: NHWC->NCHW transpose, reflect `Pad` to the shuffle factor,
+    `SpaceToDepth`, `Conv`/`Relu`/`PRelu`/`Add`, `DepthToSpace` (CRD, PyTorch's
+    pixel-shuffle order), crop, global residual (the input itself, or for an upscaler its
+    MATLAB bicubic upscaling: one grouped 5x5 `Conv` over the input mirror-padded by 2 with
+    the edge repeated, whose scale**2 output channels per colour are the phases of
+    `layers.upscale_bicubic`, then `DepthToSpace`), NCHW->NHWC. `SpaceToDepth` orders channels
     (fh, fw, c) where kdjax's pixel-unshuffle orders them (c, fh, fw), so the first
     convolution's input channels are permuted instead of adding a transpose. The graph
     computes in float32 whatever the model's compute dtype; batch is always dynamic, H and
@@ -49,7 +53,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models.students import RealtimeCNN, ResidualCNN
+from kdjax.models.layers import bicubic_phase_taps
+from kdjax.models.students import RealtimeCNN, RepCNN, ResidualCNN
 
 PathLike = str | os.PathLike
 ONNX_OPSET = 17
@@ -195,30 +200,31 @@ def export_onnx(
     height: int | None = None,
     width: int | None = None,
 ) -> None:
-    """Writes an ONNX graph of a residual-trunk student with `params` to `path`.
+    """Writes an ONNX graph of a 3x3-convolution student with `params` to `path`.
 
-    `height`/`width` None are dynamic (any size >= the model's `size_multiple`); batch is
-    always dynamic. Needs the `onnx` package (the `export` extra).
+    `height`/`width` None are dynamic (any size >= the model's `size_multiple`, and >= 2 for
+    an upscaler); batch is always dynamic. Needs the `onnx` package (the `export` extra).
     """
-    if not isinstance(model, (RealtimeCNN, ResidualCNN)) or model.scale != 1:
+    if not isinstance(model, (RealtimeCNN, ResidualCNN, RepCNN)):
         raise ValueError(
-            f"ONNX export supports the realtime and residual students at scale 1, not "
-            f"{type(model).__name__} at scale {model.scale}; use the StableHLO export for it "
-            "(export_stablehlo, or kdjax export --format=stablehlo)."
+            f"ONNX export supports the realtime, residual and rep students, not {type(model).__name__}; "
+            "use the StableHLO export for it (export_stablehlo, or kdjax export --format=stablehlo)."
         )
-    multiple = model.size_multiple
-    _check_size("height", height, multiple)
-    _check_size("width", width, multiple)
     _check_params(model, params)
+    if isinstance(model, RepCNN) and not model.folded:
+        overrides, params = model.inference_form(params)
+        model = model.clone(**overrides)
+    smallest = max(model.size_multiple, 2 if model.scale > 1 else 1)
+    _check_size("height", height, smallest)
+    _check_size("width", width, smallest)
     try:
         import onnx  # pylint: disable=import-outside-toplevel  # the `export` extra: only this exporter needs it
     except ImportError:
         raise ValueError(f"Writing {path} needs the onnx package; install it with pip install 'kdjax[export]'.") from None
 
-    factor = model.shuffle_factor if isinstance(model, RealtimeCNN) else 1
     graph = _OnnxGraph(onnx)
-    graph.build_trunk_student(params, factor, model.num_blocks, height, width)
-    proto = graph.model(height, width)
+    graph.build_student(model, params, height, width)
+    proto = graph.model(model.scale, height, width)
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, os.fspath(path))
 
@@ -254,45 +260,84 @@ class _OnnxGraph:
             "Conv", [x, weights, bias], name, kernel_shape=[size, size], pads=[pad] * 4
         )
 
-    def build_trunk_student(
-        self,
-        params: Any,
-        factor: int,
-        num_blocks: int,
-        height: int | None,
-        width: int | None,
-    ) -> None:
-        """Pad, SpaceToDepth, `_residual_trunk`'s convs, DepthToSpace, crop, global residual."""
+    def prelu(self, name: str, x: str, layer: Mapping[str, Any]) -> str:
+        """Flax `nn.PReLU` (one slope for all channels) as an ONNX PRelu."""
+        slope = self.constant(f"{name}.slope", np.asarray(layer["negative_slope"], np.float32).reshape(1))
+        return self.node("PRelu", [x, slope], name)
+
+    def build_student(self, model: nn.Module, params: Any, height: int | None, width: int | None) -> None:
+        """Pad, SpaceToDepth, the student's convolutions, DepthToSpace, crop, global residual."""
+        factor = getattr(model, "shuffle_factor", 1)
+        scale = model.scale
         x = self.node("Transpose", [ONNX_INPUT], "nchw", perm=[0, 3, 1, 2])
         dynamic = height is None or width is None
         padded = factor > 1 and (dynamic or bool(height % factor or width % factor))
         size = None  # the graph's int64 (H, W), needed to pad and crop a dynamic size
         if padded and dynamic:
             size = self.node("Shape", [x], "height_width", start=2, end=4)
-        low = x
+        base = x
         if padded:
-            pads = self._pads(size, factor, height, width)
-            low = self.node("Pad", [x, pads], "padded", mode="reflect")
-        if factor > 1:
-            low = self.node("SpaceToDepth", [low], "unshuffled", blocksize=factor)
+            base = self.node("Pad", [x, self._pads(size, factor, height, width)], "padded", mode="reflect")
+        low = self.node("SpaceToDepth", [base], "unshuffled", blocksize=factor) if factor > 1 else base
         # SpaceToDepth's channel (fh, fw, c) is pixel_unshuffle's channel (c, fh, fw).
-        unshuffle_order = np.arange(3 * factor**2).reshape(3, factor, factor)
-        y = self.conv("head", low, params["head"], unshuffle_order.transpose(1, 2, 0).ravel())
+        unshuffle_order = np.arange(3 * factor**2).reshape(3, factor, factor).transpose(1, 2, 0).ravel()
+        if isinstance(model, RepCNN):
+            residual = self._rep_body(params, low, unshuffle_order, model.num_blocks)
+        else:
+            residual = self._trunk_body(params, low, unshuffle_order, model.num_blocks)
+        if factor * scale > 1:
+            residual = self.node("DepthToSpace", [residual], "shuffled", blocksize=factor * scale, mode="CRD")
+        if scale > 1:
+            base = self._upscale_bicubic(base, scale)
+        out = self.node("Add", [base, residual], "sum")
+        if padded:
+            out = self._crop(out, size, scale, height, width)
+        self.node("Transpose", [out], ONNX_OUTPUT, perm=[0, 2, 3, 1])
+
+    def _trunk_body(self, params: Any, low: str, input_order: np.ndarray, num_blocks: int) -> str:
+        """`students._residual_trunk`: head conv, residual blocks (conv, ReLU, conv), last conv."""
+        y = self.conv("head", low, params["head"], input_order)
         for index in range(num_blocks):
             block = params[f"block_{index}"]
             hidden = self.conv(f"block_{index}.conv_0", y, block["conv_0"])
             hidden = self.node("Relu", [hidden], f"block_{index}.relu")
             update = self.conv(f"block_{index}.conv_1", hidden, block["conv_1"])
             y = self.node("Add", [y, update], f"block_{index}")
-        residual = self.conv("conv_last", y, params["conv_last"])
-        if factor > 1:
-            residual = self.node(
-                "DepthToSpace", [residual], "shuffled", blocksize=factor, mode="CRD"
-            )
-        if padded:
-            residual = self._crop(residual, size, height, width)
-        out = self.node("Add", [x, residual], "sum")
-        self.node("Transpose", [out], ONNX_OUTPUT, perm=[0, 2, 3, 1])
+        return self.conv("conv_last", y, params["conv_last"])
+
+    def _rep_body(self, params: Any, low: str, input_order: np.ndarray, num_blocks: int) -> str:
+        """Folded `RepCNN`: head conv + PReLU, blocks of conv + PReLU, long residual, tail conv."""
+        start = self.prelu("head_act", self.conv("head", low, params["head"]["conv"], input_order), params["head_act"])
+        y = start
+        for index in range(num_blocks):
+            y = self.conv(f"block_{index}", y, params[f"block_{index}"]["conv"])
+            y = self.prelu(f"block_{index}_act", y, params[f"block_{index}_act"])
+        y = self.node("Add", [y, start], "long_residual")
+        return self.conv("tail", y, params["tail"]["conv"])
+
+    def _upscale_bicubic(self, x: str, scale: int) -> str:
+        """`layers.upscale_bicubic` of NCHW `x`: mirror-pad 2 pixels (edge repeated), one grouped
+        5x5 convolution whose output channel (c, py, px) is phase (py, px) of colour c, and
+        DepthToSpace (CRD), which puts phase (py, px) of pixel (i, j) at (scale i + py, scale j + px)."""
+        for axis in (2, 3):
+            first_two = self._slice(x, 0, 2, axis)
+            last_two = self._slice(x, -2, None, axis)
+            before = [self._slice(first_two, index, index + 1, axis) for index in (1, 0)]
+            after = [self._slice(last_two, index, index + 1, axis) for index in (1, 0)]
+            x = self.node("Concat", [*before, x, *after], f"mirrored_{axis}", axis=axis)
+        taps = bicubic_phase_taps(scale)  # (scale, 5): phase p's weights of input pixels j-2..j+2
+        kernel = np.einsum("pi,qj->pqij", taps, taps).reshape(1, scale * scale, 5, 5)
+        kernel = np.repeat(kernel, 3, axis=0).reshape(3 * scale * scale, 1, 5, 5).astype(np.float32)
+        weights = self.constant("bicubic.kernel", kernel)
+        phases = self.node("Conv", [x, weights], "bicubic_phases", kernel_shape=[5, 5], group=3)
+        return self.node("DepthToSpace", [phases], "bicubic", blocksize=scale, mode="CRD")
+
+    def _slice(self, x: str, start: int, end: int | None, axis: int) -> str:
+        name = f"{x}.slice_{axis}_{start}_{end}"
+        starts = self.constant(f"{name}.starts", np.array([start], np.int64))
+        ends = self.constant(f"{name}.ends", np.array([np.iinfo(np.int64).max if end is None else end], np.int64))
+        axes = self.constant(f"{name}.axes", np.array([axis], np.int64))
+        return self.node("Slice", [x, starts, ends, axes], name)
 
     def _pads(self, size: str | None, factor: int, height: int | None, width: int | None) -> str:
         """ONNX pads (begins then ends of N, C, H, W) reflecting H, W up to a multiple.
@@ -310,22 +355,26 @@ class _OnnxGraph:
         zeros = self.constant("pads_begin", np.zeros(6, np.int64))
         return self.node("Concat", [zeros, pad_end], "pads", axis=0)
 
-    def _crop(self, x: str, size: str | None, height: int | None, width: int | None) -> str:
+    def _crop(self, x: str, size: str | None, scale: int, height: int | None, width: int | None) -> str:
+        """Crops the (scale times larger) output of a padded input back to scale * (H, W)."""
         if size is None:
-            size = self.constant("crop_ends", np.array([height, width], np.int64))
+            size = self.constant("crop_ends", np.array([height * scale, width * scale], np.int64))
+        elif scale > 1:
+            size = self.node("Mul", [size, self.constant("scale", np.array([scale], np.int64))], "output_size")
         starts = self.constant("crop_starts", np.zeros(2, np.int64))
         axes = self.constant("crop_axes", np.array([2, 3], np.int64))
         return self.node("Slice", [x, starts, size, axes], "cropped")
 
-    def model(self, height: int | None, width: int | None) -> Any:
+    def model(self, scale: int, height: int | None, width: int | None) -> Any:
         helper = self.onnx.helper
         float32 = self.onnx.TensorProto.FLOAT
         shape = ["batch", height or "height", width or "width", 3]
+        out_shape = ["batch", *[f"{scale}*{size}" if isinstance(size, str) else scale * size for size in shape[1:3]], 3]
         graph = helper.make_graph(
             self.nodes,
             "kdjax_student",
             [helper.make_tensor_value_info(ONNX_INPUT, float32, shape)],
-            [helper.make_tensor_value_info(ONNX_OUTPUT, float32, shape)],
+            [helper.make_tensor_value_info(ONNX_OUTPUT, float32, out_shape if scale > 1 else shape)],
             initializer=self.initializers,
         )
         return helper.make_model(
