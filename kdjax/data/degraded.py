@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,10 @@ from kdjax.data.transforms import mod_crop
 from kdjax.imresize import imresize
 
 COMPLETE = "COMPLETE"
+# np.load parses each array's header with ast.literal_eval, which CPython 3.11 can fail with
+# "SystemError: AST constructor recursion depth mismatch" when Grain's read threads parse at
+# once (python/cpython#106905); reads of stored examples therefore take turns.
+_READ_LOCK = threading.Lock()
 VIEWS = "views"  # the labelled auxiliary views' folder inside a teacher's labels
 
 
@@ -155,13 +160,14 @@ class DegradedImages:
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.names[index]
-        with np.load(self.folder / "images" / f"{name}.npz") as stored:
-            example = {"input": stored["input"], "target": stored["target"], "name": name}
-        if self.teacher_dir is not None:
-            example["teacher_output"] = np.load(self.teacher_dir / f"{name}.npy")
-        if self.views:
-            with np.load(self.teacher_dir / VIEWS / f"{name}.npz") as views:
-                example.update(views)
+        with _READ_LOCK:
+            with np.load(self.folder / "images" / f"{name}.npz") as stored:
+                example = {"input": stored["input"], "target": stored["target"], "name": name}
+            if self.teacher_dir is not None:
+                example["teacher_output"] = np.load(self.teacher_dir / f"{name}.npy")
+            if self.views:
+                with np.load(self.teacher_dir / VIEWS / f"{name}.npz") as views:
+                    example.update(views)
         return example
 
     def __repr__(self) -> str:
