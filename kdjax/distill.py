@@ -471,8 +471,16 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
             with np.load(folder / "images" / f"{name}.npz") as stored:
                 low, (height, width) = stored["input"], stored["target"].shape[:2]
             if low.shape[0] * scale != height:
-                low = downscale_for_teacher(low[None], scale)[0]
+                # A same-size (sharpen) input, mirrored at the bottom/right to a multiple of the
+                # scale (sharpen targets need not be one) so that it downscales whole.
+                mirror = [(0, -height % scale), (0, -width % scale), (0, 0)]
+                low = downscale_for_teacher(np.pad(low, mirror, mode="symmetric")[None], scale)[0]
             output = label_image(low)[:height, :width]
+            if output.shape[:2] != (height, width):
+                raise ValueError(
+                    f"The teacher's output on {name} is {output.shape[1]}x{output.shape[0]} where its target is "
+                    f"{width}x{height}; delete {out_dir} and report this data config."
+                )
             save_atomically(path, lambda file, out=output: np.save(file, out))
             pixels += height * width
             progress.set_postfix(megapixels=f"{pixels / 1e6:.1f}")

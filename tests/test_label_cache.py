@@ -69,7 +69,7 @@ def _image_folder(root, sizes):
 
 def _upscale_data_config(tmp_path, variants=1):
     data_cfg = data.default_data_config()
-    data_cfg.train_source = data.folder_source_config(_image_folder(tmp_path, [(64, 96), (70, 50), (64, 64)]))
+    data_cfg.train_source = data.folder_source_config(_image_folder(tmp_path, [(64, 96), (71, 51), (64, 64)]))
     data_cfg.degradation = degradations.bicubic_only_config(scale=2, task="upscale")
     data_cfg.patch_size = 16
     data_cfg.cache_variants = variants
@@ -228,8 +228,13 @@ def test_an_upscaling_teacher_labels_a_sharpen_run_from_the_downscaled_input(tmp
     report = train.train_and_evaluate(config, tmp_path / "student", devices=jax.devices()[:1])
     assert report["step"] == 2 and "teacher" in report["results"]
     (labels,) = (tmp_path / "cache").glob("*/teacher-*")
+    # Sharpen targets keep odd sizes (here 71x51), which the teacher's labels must cover too.
+    assert {example["target"].shape for example in data.DegradedImages(labels.parent)} == {
+        (64, 96, 3), (71, 51, 3), (64, 64, 3)
+    }
+    for example in data.DegradedImages(labels.parent, labels):
+        assert example["input"].shape == example["target"].shape == example["teacher_output"].shape
     stored = data.DegradedImages(labels.parent, labels)[0]
-    assert stored["input"].shape == stored["target"].shape == stored["teacher_output"].shape
     teacher = _load(config.teacher.workdir, parallel.make_mesh(jax.devices()[:1]))
     low = distill.downscale_for_teacher(stored["input"][None], 2)
     expected = quantize(teacher.model.apply({"params": teacher.params}, to_unit_float(low))[0], np.uint8)
