@@ -7,7 +7,7 @@ time (jit, compile/warm-up excluded, median of several runs) per 256x256 input p
 model and per whole frame for every model below `--max-frame-gflops` (the CNNs; a Swin teacher
 needs tiles at 1080p, see benchmarks/inference.py).
 
-Usage: python benchmarks/models.py [--models realtime swin_tiny ...] [--runs 5]
+Usage: python benchmarks/models.py [--models realtime swin_tiny ...] [--runs 5] [--scale 2]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kdjax.models import MODEL_NAMES, build_model, count_params, forward_cost
+from kdjax.models import MODEL_NAMES, build_model, count_params, forward_cost, model_config
 from kdjax.models.summary import FRAME_HEIGHT, FRAME_WIDTH
 
 
@@ -43,8 +43,10 @@ def median_forward_seconds(
     return statistics.median(times)
 
 
-def benchmark_row(name: str, patch: int, runs: int, budget_s: float, max_frame_gflops: float) -> str:
-    model = build_model({"name": name})
+def benchmark_row(
+    name: str, patch: int, runs: int, budget_s: float, max_frame_gflops: float, scale: int | None = None
+) -> str:
+    model = build_model(model_config(name, **({} if scale is None else {"scale": scale})))
     params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 16, 16, 3)))["params"]
     height, width = FRAME_HEIGHT // model.scale, FRAME_WIDTH // model.scale  # a 1080p output
     cost = forward_cost(model, params, height=height, width=width)
@@ -75,6 +77,9 @@ def main() -> None:
     parser.add_argument(
         "--max-frame-gflops", type=float, default=1000.0, help="time whole frames of models up to this cost"
     )
+    parser.add_argument(
+        "--scale", type=int, default=None, help="the models' scale (e.g. 2: swin_light as SwinIR-light x2)"
+    )
     args = parser.parse_args()
 
     device = jax.devices()[0]
@@ -89,7 +94,7 @@ def main() -> None:
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name in args.models:
-        print(benchmark_row(name, args.patch, args.runs, args.budget_s, args.max_frame_gflops), flush=True)
+        print(benchmark_row(name, args.patch, args.runs, args.budget_s, args.max_frame_gflops, args.scale), flush=True)
 
 
 if __name__ == "__main__":

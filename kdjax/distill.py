@@ -457,54 +457,59 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
     not trained to remove). Images are padded to size buckets (``_bucketed_labeller``).
     """
     out_dir = folder / f"teacher-{teacher_digest(teacher)}"
-    if (out_dir / COMPLETE).is_file():
-        return out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
     scale = teacher.model.scale
     label_image = _bucketed_labeller(teacher)
-    pixels = 0
-    with tqdm.tqdm(example_names(folder), desc="Teacher labels", unit="image") as progress:
-        for name in progress:
-            path = out_dir / f"{name}.npy"
-            if path.is_file():
-                continue
-            with np.load(folder / "images" / f"{name}.npz") as stored:
-                low, (height, width) = stored["input"], stored["target"].shape[:2]
-            if low.shape[0] * scale != height:
-                # A same-size (sharpen) input, mirrored at the bottom/right to a multiple of the
-                # scale (sharpen targets need not be one) so that it downscales whole.
-                mirror = [(0, -height % scale), (0, -width % scale), (0, 0)]
-                low = downscale_for_teacher(np.pad(low, mirror, mode="symmetric")[None], scale)[0]
-            output = label_image(low)[:height, :width]
-            if output.shape[:2] != (height, width):
-                raise ValueError(
-                    f"The teacher's output on {name} is {output.shape[1]}x{output.shape[0]} where its target is "
-                    f"{width}x{height}; delete {out_dir} and report this data config."
-                )
-            save_atomically(path, lambda file, out=output: np.save(file, out))
-            pixels += height * width
-            progress.set_postfix(megapixels=f"{pixels / 1e6:.1f}")
-    (out_dir / COMPLETE).write_text(json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n")
+
+    def label(name: str, stored: Mapping[str, np.ndarray]) -> tuple[Any, int]:
+        low, (height, width) = stored["input"], stored["target"].shape[:2]
+        if low.shape[0] * scale != height:
+            # A same-size (sharpen) input, mirrored at the bottom/right to a multiple of the
+            # scale (sharpen targets need not be one) so that it downscales whole.
+            mirror = [(0, -height % scale), (0, -width % scale), (0, 0)]
+            low = downscale_for_teacher(np.pad(low, mirror, mode="symmetric")[None], scale)[0]
+        output = label_image(low)[:height, :width]
+        if output.shape[:2] != (height, width):
+            raise ValueError(
+                f"The teacher's output on {name} is {output.shape[1]}x{output.shape[0]} where its target is "
+                f"{width}x{height}; delete {out_dir} and report this data config."
+            )
+        return lambda file: np.save(file, output), height * width
+
+    _label_each_example(folder, out_dir, ".npy", "Teacher labels", label, teacher)
     return out_dir
 
 
 def label_zoom_views(folder: Path, labels_dir: Path, teacher: Teacher) -> None:
     """The teacher's output on the two auxiliary views (``kdjax.data.degraded.zoom_views``) of
     every stored upscale example, computed once into ``labels_dir/views`` (resumable file by
-    file like ``label_degraded_images``): the zoomed-in view costs as much teacher work as the
-    example itself, the zoomed-out one a quarter of it at x2."""
-    views_dir = labels_dir / VIEWS
-    if (views_dir / COMPLETE).is_file():
-        return
-    views_dir.mkdir(parents=True, exist_ok=True)
+    file like ``label_degraded_images``); each view is at most 128 pixels a side, so this costs
+    about 0.1 output megapixels of teacher work per example."""
     label_image = _bucketed_labeller(teacher)
-    with tqdm.tqdm(example_names(folder), desc="Teacher labels of zoomed views", unit="image") as progress:
+
+    def label(name: str, stored: Mapping[str, np.ndarray]) -> tuple[Any, int]:
+        inputs = zoom_views(stored["input"], stored["target"], teacher.model.scale, name)
+        outputs = {key.replace("_input", "_output"): label_image(image) for key, image in inputs.items()}
+        return lambda file: np.savez(file, **inputs, **outputs), sum(o.shape[0] * o.shape[1] for o in outputs.values())
+
+    _label_each_example(folder, labels_dir / VIEWS, ".npz", "Teacher labels of zoomed views", label, teacher)
+
+
+def _label_each_example(folder: Path, out_dir: Path, suffix: str, description: str, label, teacher: Teacher) -> None:
+    """Writes ``out_dir/<name><suffix>`` for every stored example of ``folder`` that lacks one,
+    through ``label(name, stored) -> (save(file), output pixels)``, with a progress bar; then
+    ``COMPLETE``. Files an interrupted labelling wrote are kept (written atomically)."""
+    if (out_dir / COMPLETE).is_file():
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pixels = 0
+    with tqdm.tqdm(example_names(folder), desc=description, unit="image") as progress:
         for name in progress:
-            path = views_dir / f"{name}.npz"
+            path = out_dir / f"{name}{suffix}"
             if path.is_file():
                 continue
             with np.load(folder / "images" / f"{name}.npz") as stored:
-                inputs = zoom_views(stored["input"], stored["target"], teacher.model.scale, name)
-            outputs = {key.replace("_input", "_output"): label_image(image) for key, image in inputs.items()}
-            save_atomically(path, lambda file, views={**inputs, **outputs}: np.savez(file, **views))
-    (views_dir / COMPLETE).write_text(json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n")
+                save, labelled_pixels = label(name, stored)
+            save_atomically(path, save)
+            pixels += labelled_pixels
+            progress.set_postfix(megapixels=f"{pixels / 1e6:.1f}")
+    (out_dir / COMPLETE).write_text(json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n")
