@@ -7,9 +7,9 @@ patches, 5000 steps of batch 16 (about 11 minutes on 2 CPU cores each, plus BSRN
 
 Variants (``--config=configs/student_sharpen.py:<variant>``):
   bicubic  bicubic x2 down-up inputs (the classic benchmark), distilled from the imported BSRN
-           x2 teacher: the teacher sees each stored input downscaled by 2 (MATLAB bicubic),
-           labelled once (``kdjax.distill.label_degraded_images``); to be released as
-           ``rep_kd_sharpen_x2``.
+           x2 teacher: the teacher sees each example's target downscaled by 2 (MATLAB
+           bicubic), the low-resolution image the input was made from, labelled once
+           (``kdjax.distill.label_degraded_images``); released as ``rep_kd_sharpen_x2``.
   mix      a video-call mix: mild Gaussian blur (sigma 0.2-1.2), Gaussian noise (sigma 0-5 of
            255), JPEG quality 50-95, 4 stored variants per image; trained on ground truth only
            (no teacher here was trained for noise and JPEG: the imported upscalers see only

@@ -62,6 +62,7 @@ def evaluate(
     crop_border: int,
     num_keep: int = 0,
     measure_input: bool = True,
+    views: Mapping[str, Callable[[Example], np.ndarray]] | None = None,
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, np.ndarray]]]:
     """Mean PSNR/SSIM of the degraded input and of each predictor over whole images.
 
@@ -74,6 +75,8 @@ def evaluate(
       crop_border: pixels removed from each border before measuring.
       num_keep: how many examples' images (input, outputs, target) to return, for grids.
       measure_input: also measure (and keep) the degraded input, as row ``"input"``.
+      views: name -> the image that predictor sees of an example, instead of its input (an
+        upscaling teacher of a sharpen run sees the target's low-resolution view).
 
     Returns:
       ``({"input": {...}, name: {...}}, kept)``, metric means per row.
@@ -81,10 +84,18 @@ def evaluate(
     totals: dict[str, dict[str, float]] = {}
     kept = []
     count = 0
+    views = views or {}
     for example in examples:
         target = example["target"][None]
+        height, width = target.shape[1:3]
         outputs = {"input": to_unit_float(jnp.asarray(_at_output_size(example)[None]))} if measure_input else {}
-        outputs.update({name: fn(example["input"][None]) for name, fn in predictors.items()})
+        for name, fn in predictors.items():
+            if name in views:
+                # A view may be mirrored to a multiple of the predictor's scale: its output is
+                # then a few rows or columns larger than the target.
+                outputs[name] = fn(views[name](example)[None])[:, :height, :width]
+            else:
+                outputs[name] = fn(example["input"][None])
         for name, output in outputs.items():
             values = jax.device_get(_example_metrics(output, target, crop_border=crop_border))
             row = totals.setdefault(name, {})
@@ -155,23 +166,22 @@ class Evaluator:
         self._device = jax.local_devices()[0]
         self._writer = writer
         self._grid_dir = grid_dir
-        fixed = {}
+        fixed, views = {}, {}
         self._columns = {"input": "input"}
         if teacher is not None:
             teacher_predict = functools.partial(
                 jax.jit(make_predict_fn(teacher.model)), _local_copy(teacher.params, self._device)
             )
+            fixed["teacher"] = teacher_predict
             if teacher.model.scale != model.scale:
-                # An upscaler teaching a sharpen run sees the input downscaled, as when labelling.
+                # An upscaler teaching a sharpen run sees what it saw when labelling.
                 scale = teacher.model.scale
-                fixed["teacher"] = lambda x: teacher_predict(distill.downscale_for_teacher(np.asarray(x), scale))
-            else:
-                fixed["teacher"] = teacher_predict
+                views["teacher"] = lambda example: distill.low_resolution_view(example["target"], scale)
             self._columns["teacher"] = f"teacher ({teacher.model_config.name})"
         self._columns["model"] = f"{model.role} ({config.model.name})"
         self._columns["target"] = "ground truth"
         self._fixed_results, self._fixed_kept = evaluate(
-            fixed, self._examples, crop_border=self._crop_border, num_keep=self._num_keep
+            fixed, self._examples, crop_border=self._crop_border, num_keep=self._num_keep, views=views
         )
 
     def __call__(self, step: int, params) -> dict[str, dict[str, float]]:

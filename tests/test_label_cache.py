@@ -217,7 +217,7 @@ def test_a_student_distils_from_cached_labels_without_running_the_teacher_in_its
     assert json.loads((tmp_path / "student" / "config.json").read_text())["data"]["cache_variants"] == 1
 
 
-def test_an_upscaling_teacher_labels_a_sharpen_run_from_the_downscaled_input(tmp_path):
+def test_an_upscaling_teacher_labels_a_sharpen_run_from_the_targets_low_resolution_view(tmp_path):
     config = tiny_config(tmp_path, model=model_config("rep", width=4, num_blocks=1), steps=2)
     data_cfg = _upscale_data_config(tmp_path)
     data_cfg.degradation = degradations.bicubic_only_config(scale=2)  # sharpen: x2 down-up
@@ -228,6 +228,7 @@ def test_an_upscaling_teacher_labels_a_sharpen_run_from_the_downscaled_input(tmp
     report = train.train_and_evaluate(config, tmp_path / "student", devices=jax.devices()[:1])
     assert report["step"] == 2 and "teacher" in report["results"]
     (labels,) = (tmp_path / "cache").glob("*/teacher-*")
+    assert labels.name.endswith("-lr")  # never mistaken for labels of the input
     # Sharpen targets keep odd sizes (here 71x51), which the teacher's labels must cover too.
     assert {example["target"].shape for example in data.DegradedImages(labels.parent)} == {
         (64, 96, 3), (71, 51, 3), (64, 64, 3)
@@ -236,8 +237,11 @@ def test_an_upscaling_teacher_labels_a_sharpen_run_from_the_downscaled_input(tmp
         assert example["input"].shape == example["target"].shape == example["teacher_output"].shape
     stored = data.DegradedImages(labels.parent, labels)[0]
     teacher = _load(config.teacher.workdir, parallel.make_mesh(jax.devices()[:1]))
-    low = distill.downscale_for_teacher(stored["input"][None], 2)
-    expected = quantize(teacher.model.apply({"params": teacher.params}, to_unit_float(low))[0], np.uint8)
+    # The teacher saw the target's low-resolution view: for bicubic down-up inputs, the image
+    # the input was made from (not the input downscaled again, which antialiasing blurs).
+    low = distill.low_resolution_view(stored["target"], 2)
+    np.testing.assert_array_equal(low, imresize(stored["target"], output_shape=(32, 48)))
+    expected = quantize(teacher.model.apply({"params": teacher.params}, to_unit_float(low)[None])[0], np.uint8)
     difference = np.abs(stored["teacher_output"].astype(int) - np.asarray(expected, int))
     assert np.median(difference) <= 1
     # Without the cache the teacher would have to run in the step on same-size inputs: refused.
