@@ -1,6 +1,6 @@
 """The released weights under pretrained/: they load on a fresh clone and reproduce
 the Set5/Set14 numbers of BENCHMARKS.md (the benchmark suite's results.json, and the
-students' evaluation in benchmarks/results/students_x2.json)."""
+students' evaluations in benchmarks/results/students_x2.json and students_sharpen.json)."""
 
 import json
 from pathlib import Path
@@ -18,7 +18,7 @@ PRETRAINED = REPO / "pretrained"
 SHARED = REPO / common.SHARED_DATA
 BENCHMARK_ROWS = {
     row["run"]: row
-    for results in ("x2_benchmark.json", "students_x2.json")
+    for results in ("x2_benchmark.json", "students_x2.json", "students_sharpen.json")
     for row in json.loads((REPO / "benchmarks" / "results" / results).read_text())
 }
 RELEASED = {
@@ -26,6 +26,7 @@ RELEASED = {
     "realtime_kd_x2": ("Set5", "Set14"),
     "realtime_x2": ("Set5", "Set14"),
     "rep_kd_x2": ("Set5", "Set14"),
+    "rep_videocall": ("Set5", "Set14"),
 }
 
 
@@ -54,8 +55,9 @@ def test_kdjax_load_finds_released_models_by_name_from_any_directory(tmp_path, m
     assert np.abs(sharp.astype(int) - image).mean() > 0.5
 
 
-def test_the_released_upscaler_runs_folded():
-    upscaler = kdjax.load("rep_kd_x2")
-    assert upscaler.scale == 2 and upscaler.model.folded
+@pytest.mark.parametrize("name, scale", [("rep_kd_x2", 2), ("rep_videocall", 1)])
+def test_the_released_rep_students_run_folded(name, scale):
+    model = kdjax.load(name)
+    assert model.scale == scale and model.model.folded
     image = np.asarray(skimage.data.astronaut())[:40, :60]
-    assert upscaler(image).shape == (80, 120, 3)
+    assert model(image).shape == (40 * scale, 60 * scale, 3)
