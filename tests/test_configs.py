@@ -14,6 +14,8 @@ RUN_CONFIGS = [
     "teacher.py:tiny", "teacher.py:light", "teacher.py:base",
     "distill.py:both", "distill.py:output", "distill.py:feature", "distill.py:affinity", "distill.py:none",
     "student_only.py",
+    "student_x2.py:kd", "student_x2.py:none", "student_x2.py:kd_only", "student_x2.py:dukd",
+    "student_sharpen.py:bicubic", "student_sharpen.py:mix",
 ]
 
 
@@ -51,3 +53,16 @@ def test_quickstart_suite_runs_validate_in_order():
 def test_unknown_variant_is_one_clear_sentence():
     with pytest.raises(flags.IllegalFlagValueError, match="Unknown teacher variant 'huge'; choose one of"):
         _load("teacher.py:huge")
+
+
+def test_the_distillation_ablation_runs_differ_only_in_their_loss():
+    ablation = _load("ablation_x2.py")
+    assert suite.is_suite(ablation) and list(ablation.seeds) == [0, 1, 2]
+    baseline = ablation.runs.none.to_dict()
+    assert baseline["loss"]["output_kd_weight"] == 0 and not baseline["teacher"]["workdir"]
+    for name in ablation.order:
+        run = ablation.runs[name]
+        config_lib.validate(run)
+        assert {key for key, value in run.to_dict().items() if value != baseline[key]} <= {"loss", "teacher"}
+    teacher_only = ablation.runs.kd_only.loss
+    assert teacher_only.pixel_weight == 0 and teacher_only.output_kd_weight == 1
