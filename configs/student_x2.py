@@ -4,8 +4,8 @@ The student is ``rep`` (width 16, 7 blocks; 19.3 GFLOPs per 1920x1080 output onc
 re-parameterisable 3x3 convolutions (3x3 + 1x1 + identity branches) with PReLU, at the
 low-resolution input's size, pixel-shuffled to x2. Data: ``../shared/data`` BSD68 + SunHays80
 + T91, degraded whole once (``data.cache_variants=1``: bicubic /2 has no randomness) and, with
-a teacher, labelled once by it at full size (about 7.5 minutes of BSRN compute on this CPU,
-plus a compilation per size bucket); every
+a teacher, labelled once by it at full size (about 6 minutes of BSRN on this CPU, a
+compilation per size bucket included); every
 variant trains on exactly the same stream of 96 px HR patches.
 
 Variants (``--config=configs/student_x2.py:<variant>``):
@@ -44,11 +44,14 @@ STEPS = {
 }
 
 
-def student_config(model, num_steps: int, teacher: str = "", aux_kd_weight: float = 0.0):
+def student_config(
+    model, num_steps: int, teacher: str = "", aux_kd_weight: float = 0.0, pixel_weight: float = 1.0
+):
     """The students' recipe: BSD68 + SunHays80 + T91 degraded once (x2 upscale by default),
     batch 16 of 96 px patches, AdamW 2e-3 with warm-up and cosine decay, no weight decay;
     with a ``teacher``, L1 to its cached output (weight 1) beside L1 to the ground truth, and
-    ``aux_kd_weight`` times L1 to its output on zoomed views (DUKD)."""
+    ``aux_kd_weight`` times L1 to its output on zoomed views (DUKD); ``pixel_weight`` scales the
+    L1 to the ground truth (0: the teacher's output is the only target)."""
     config = config_lib.base_config()
     config.model = model
     config.data = common.upscale_data_config(patch_size=96, scale=2)
@@ -59,6 +62,7 @@ def student_config(model, num_steps: int, teacher: str = "", aux_kd_weight: floa
     config.optim.learning_rate = 2e-3
     config.optim.warmup_steps = 200
     config.optim.weight_decay = 0.0
+    config.loss.pixel_weight = pixel_weight
     if teacher:
         config.teacher.workdir = teacher
         config.teacher.which = "latest"
@@ -76,7 +80,8 @@ def get_config(variant=None):
         raise ValueError(f"Unknown student_x2 variant {variant!r}; choose one of {sorted(STEPS)}.")
     model = model_config("rep_x2", width=16, num_blocks=7, expand=0)
     teacher = "" if variant.startswith("none") else TEACHER
-    config = student_config(model, STEPS[variant], teacher, aux_kd_weight=1.0 if variant.startswith("dukd") else 0.0)
-    if variant.startswith("kd_only"):
-        config.loss.pixel_weight = 0.0
-    return config
+    return student_config(
+        model, STEPS[variant], teacher,
+        aux_kd_weight=1.0 if variant.startswith("dukd") else 0.0,
+        pixel_weight=0.0 if variant.startswith("kd_only") else 1.0,
+    )
