@@ -15,7 +15,7 @@ RUN_CONFIGS = [
     "distill.py:both", "distill.py:output", "distill.py:feature", "distill.py:affinity", "distill.py:none",
     "student_only.py",
     "student_x2.py:kd", "student_x2.py:none", "student_x2.py:kd_only", "student_x2.py:dukd",
-    "student_sharpen.py:bicubic", "student_sharpen.py:mix",
+    "student_sharpen.py:bicubic", "student_sharpen.py:mix", "teacher.py:light_x2",
 ]
 
 
@@ -66,3 +66,18 @@ def test_the_distillation_ablation_runs_differ_only_in_their_loss():
         assert {key for key, value in run.to_dict().items() if value != baseline[key]} <= {"loss", "teacher"}
     teacher_only = ablation.runs.kd_only.loss
     assert teacher_only.pixel_weight == 0 and teacher_only.output_kd_weight == 1
+
+
+def test_the_half_resolution_comparison_differs_only_in_model_and_step_budget():
+    comparison = _load("teacher_half_res.py")
+    full, half = comparison.runs.full, comparison.runs.half
+    assert (full.model.name, half.model.name) == ("swin_light", "swin_light_half")
+    for run in (full, half):
+        config_lib.validate(run)
+    differing = {key for key, value in full.to_dict().items() if value != half.to_dict()[key]}
+    assert differing == {"model", "num_steps", "optim", "eval", "checkpoint"}
+    assert full.data == half.data and full.batch_size == half.batch_size
+    assert full.optim.learning_rate == half.optim.learning_rate
+    # The cheaper body gets more steps for the same CPU time, each run its own full schedule.
+    assert half.num_steps > 3 * full.num_steps
+    assert full.eval.every_steps == full.num_steps and half.eval.every_steps == half.num_steps
