@@ -18,7 +18,7 @@ rate between steps 20 and 40 of
 Run (from the repository root):
   kdjax train --config=configs/teacher_half_res.py --workdir=runs/teacher_half_res
 
-About 25 minutes on 2 CPU cores (two 10-minute trainings plus compilation and evaluation).
+About 30 minutes on 2 CPU cores (two 10-minute trainings plus compilation and evaluation).
 Expect (Set5 / Set14 PSNR-Y; BENCHMARKS.md, "The sharpen task's teacher with its Swin body at
 half resolution"): full 34.92 / 31.29 dB after 328 steps, half 36.06 / 32.06 after 1,296
 (bicubic input 33.67 / 30.32).

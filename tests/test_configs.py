@@ -15,7 +15,7 @@ RUN_CONFIGS = [
     "distill.py:both", "distill.py:output", "distill.py:feature", "distill.py:affinity", "distill.py:none",
     "student_only.py",
     "student_x2.py:kd", "student_x2.py:none", "student_x2.py:kd_only", "student_x2.py:dukd",
-    "student_sharpen.py:bicubic", "student_sharpen.py:mix", "teacher.py:light_x2",
+    "student_sharpen.py:bicubic", "student_sharpen.py:mix", "teacher.py:light_x2", "teacher.py:light_x2_short",
 ]
 
 
