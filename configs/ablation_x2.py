@@ -30,15 +30,17 @@ def get_config(variant=None):
             "kd": student_x2.get_config("kd_short"),
             "kd_only": student_x2.get_config("kd_only_short"),
             "dukd": student_x2.get_config("dukd_short"),
+            "dukd_only": student_x2.get_config("dukd_only_short"),
         }
     )
-    suite.order = ("none", "kd", "dukd", "kd_only")
+    suite.order = ("none", "kd", "dukd", "kd_only", "dukd_only")
     suite.labels = ml_collections.ConfigDict(
         {
             "none": "rep x2, no teacher",
             "kd": "rep x2, output KD from BSRN",
             "dukd": "rep x2, output KD + zoomed views (DUKD) from BSRN",
             "kd_only": "rep x2, BSRN's output as the only target",
+            "dukd_only": "rep x2, BSRN's output as the only target + zoomed views",
         }
     )
     suite.seeds = (0, 1, 2)

@@ -15,6 +15,7 @@ RUN_CONFIGS = [
     "distill.py:both", "distill.py:output", "distill.py:feature", "distill.py:affinity", "distill.py:none",
     "student_only.py",
     "student_x2.py:kd", "student_x2.py:none", "student_x2.py:kd_only", "student_x2.py:dukd",
+    "student_x2.py:dukd_only",
     "student_sharpen.py:bicubic", "student_sharpen.py:mix", "teacher.py:light_x2", "teacher.py:light_x2_short",
 ]
 
@@ -55,17 +56,32 @@ def test_unknown_variant_is_one_clear_sentence():
         _load("teacher.py:huge")
 
 
-def test_the_distillation_ablation_runs_differ_only_in_their_loss():
-    ablation = _load("ablation_x2.py")
-    assert suite.is_suite(ablation) and list(ablation.seeds) == [0, 1, 2]
-    baseline = ablation.runs.none.to_dict()
+@pytest.mark.parametrize("spec", ["ablation_x2.py", "feature_kd_x2.py"])
+def test_the_distillation_comparisons_differ_only_in_loss_and_teacher(spec):
+    comparison = _load(spec)
+    baseline = comparison.runs.none.to_dict()
     assert baseline["loss"]["output_kd_weight"] == 0 and not baseline["teacher"]["workdir"]
-    for name in ablation.order:
-        run = ablation.runs[name]
+    for name in comparison.order:
+        run = comparison.runs[name]
         config_lib.validate(run)
         assert {key for key, value in run.to_dict().items() if value != baseline[key]} <= {"loss", "teacher"}
+
+
+def test_the_distillation_ablation_has_three_seeds_and_the_teacher_only_targets():
+    ablation = _load("ablation_x2.py")
+    assert suite.is_suite(ablation) and list(ablation.seeds) == [0, 1, 2]
     teacher_only = ablation.runs.kd_only.loss
     assert teacher_only.pixel_weight == 0 and teacher_only.output_kd_weight == 1
+    teacher_only_with_zoomed_views = ablation.runs.dukd_only.loss
+    assert teacher_only_with_zoomed_views.pixel_weight == 0 and teacher_only_with_zoomed_views.aux_kd_weight == 1
+
+
+def test_the_feature_kd_sweep_runs_the_teacher_in_the_step_at_each_weight():
+    sweep = _load("feature_kd_x2.py")
+    feature_runs = [sweep.runs[name] for name in sweep.order if sweep.runs[name].loss.feature_kd_weight]
+    assert sorted(run.loss.feature_kd_weight for run in feature_runs) == [0.001, 0.01]
+    assert all(run.teacher.in_step and run.loss.output_kd_weight == 1 for run in feature_runs)
+    assert not sweep.runs.kd.teacher.in_step and sweep.runs.kd.loss.feature_kd_weight == 0
 
 
 def test_the_half_resolution_comparison_differs_only_in_model_and_step_budget():
