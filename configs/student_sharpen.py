@@ -2,14 +2,14 @@ r"""The ``rep`` student for the sharpen task (same-size input and output): two d
 
 The student works pixel-unshuffled by 2 (6 blocks, 18.1 GFLOPs per 1920x1080 frame once folded), on
 ``../shared/data`` BSD68 + SunHays80 + T91 degraded whole once (``data.cache_variants``), 96 px
-patches, 5000 steps of batch 16 (about 11 minutes on 2 CPU cores each, plus BSRN labelling for
-``bicubic``).
+patches, 5000 steps of batch 16 (on 2 CPU cores about 6 minutes for ``bicubic`` after 5 of BSRN
+labelling once, 11 for ``mix``).
 
 Variants (``--config=configs/student_sharpen.py:<variant>``):
   bicubic  bicubic x2 down-up inputs (the classic benchmark), distilled from the imported BSRN
            x2 teacher: the teacher sees each example's target downscaled by 2 (MATLAB
            bicubic), the low-resolution image the input was made from, labelled once
-           (``kdjax.distill.label_degraded_images``); to be released as ``rep_kd_sharpen_x2``.
+           (``kdjax.distill.label_degraded_images``); released as ``rep_kd_sharpen_x2``.
   mix      a video-call mix: mild Gaussian blur (sigma 0.2-1.2), Gaussian noise (sigma 0-5 of
            255), JPEG quality 50-95, 4 stored variants per image; trained on ground truth only
            (no teacher here was trained for noise and JPEG: the imported upscalers see only
@@ -20,9 +20,8 @@ Run (from the repository root; the teacher is imported as in configs/student_x2.
   kdjax train --config=configs/student_sharpen.py:bicubic --workdir=runs/students/rep_kd_sharpen_x2
   kdjax train --config=configs/student_sharpen.py:mix --workdir=runs/students/rep_videocall
 
-Expect (Set5 / Set14 PSNR-Y, BENCHMARKS.md's sharpen students): ``mix`` 35.70 / 32.74 dB
-(degraded input 33.58 / 30.80). ``bicubic`` has not been trained to the end yet; the released
-x2 sharpen students are still ``realtime_kd_x2`` / ``realtime_x2``.
+Expect (Set5 / Set14 PSNR-Y, BENCHMARKS.md's sharpen students): ``bicubic`` 36.34 / 32.22 dB
+(input 33.67 / 30.32), ``mix`` 35.70 / 32.74 dB (degraded input 33.58 / 30.80).
 """
 
 from kdjax import degradations

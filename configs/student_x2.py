@@ -22,9 +22,10 @@ Variants (``--config=configs/student_x2.py:<variant>``):
              example's image, labelled once by the teacher (about 2 more minutes of BSRN).
   dukd_only  DUKD with the teacher as the only target (``loss.pixel_weight=0``): the two
              variants that beat the student alone by more than the seed noise, combined.
-  kd_short   / none_short / kd_only_short / dukd_short / dukd_only_short: 2500 steps, the distillation
-             ablation (configs/ablation_x2.py), run over seeds 0, 1, 2 (``--config.seed=N``);
-             about 4.5 minutes each on 2 CPU cores (dukd: 7, two student passes).
+  <variant>_short   2500 steps (kd_short, none_short, ...): the distillation ablation
+             (configs/ablation_x2.py), run over seeds 0, 1, 2 (``--config.seed=N``); about 4.5
+             minutes each on 2 CPU cores (dukd: 7, two student passes).
+  <variant>_medium  5000 steps: the ablation's ``medium`` variant (none and dukd).
 
 Run (from the repository root; the teacher is imported once from the authors' checkpoint):
   kdjax import-weights --arch=bsrn --input=../shared/weights/bsrn_x2.pth --output=runs/teachers/bsrn_x2
@@ -40,10 +41,10 @@ from kdjax.configs import common
 from kdjax.models import model_config
 
 TEACHER = "runs/teachers/bsrn_x2"
-STEPS = {
-    "kd": 15000, "none": 15000, "kd_only": 15000, "dukd": 15000, "dukd_only": 15000,
-    "kd_short": 2500, "none_short": 2500, "kd_only_short": 2500, "dukd_short": 2500, "dukd_only_short": 2500,
-}
+METHODS = ("kd", "none", "kd_only", "dukd", "dukd_only")
+# Budget suffix -> steps: the released run, the ablation's and the ablation's at twice the steps.
+BUDGETS = {"": 15000, "_short": 2500, "_medium": 5000}
+STEPS = {method + suffix: steps for method in METHODS for suffix, steps in BUDGETS.items()}
 
 
 def student_config(

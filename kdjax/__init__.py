@@ -5,8 +5,8 @@ authors' weights) is trained or imported for quality; lightweight CNN students l
 the ground truth and the frozen teacher to run in real time.
 
     import kdjax
-    model = kdjax.load("realtime_kd_x2")   # a released model by name, a model folder or a workdir
-    sharp = model(image)                    # uint8 (or uint16) HxWx3 in; model.scale times larger out
+    model = kdjax.load("rep_kd_sharpen_x2")   # a released model by name, a model folder or a workdir
+    sharp = model(image)                       # uint8 (or uint16) HxWx3 in; model.scale times larger out
 """
 
 __all__ = ["Sharpener", "load"]

@@ -2,9 +2,9 @@ r"""The ``kdjax`` command line: train, evaluate, sharpen, export.
 
     kdjax train    --config=configs/teacher.py:light --workdir=runs/teacher
     kdjax evaluate --model=runs/teacher --eval_dir=../shared/data/Set5
-    kdjax sharpen  --model=realtime_kd_x2 --input=photo.png --output=photo_sharp.png
+    kdjax sharpen  --model=rep_kd_sharpen_x2 --input=photo.png --output=photo_sharp.png
     kdjax export   --model=runs/student --output=my_model
-    kdjax export   --model=realtime_kd_x2 --format=onnx --output=realtime_kd_x2.onnx
+    kdjax export   --model=rep_kd_sharpen_x2 --format=onnx --output=rep_kd_sharpen_x2.onnx
     kdjax import-weights --arch=rlfn --input=../shared/weights/rlfn_x2.pth --output=teachers/rlfn_x2
 
 Commands:
@@ -23,7 +23,7 @@ Commands:
             Convert the authors' PyTorch checkpoint --input of a published model (--arch:
             rlfn, rlfn_s or bsrn) into the model folder --output (no PyTorch needed).
 
---model is a released model's name (e.g. realtime_kd_x2), a model folder or a training
+--model is a released model's name (e.g. rep_kd_sharpen_x2), a model folder or a training
 workdir (--workdir is accepted too). --config is a config file (``file.py:variant``), or the
 name of a config shipped with kdjax (``teacher:light``). ``python launch.py`` is the same
 program, which also accepts the command as ``--mode=<command>``.
@@ -98,7 +98,7 @@ def _require(value: str | None, flag: str, command: str, example: str) -> str:
 
 
 def _model_source(command: str) -> str:
-    return _MODEL.value or _require(_WORKDIR.value, "model", command, "realtime_kd_x2")
+    return _MODEL.value or _require(_WORKDIR.value, "model", command, "rep_kd_sharpen_x2")
 
 
 def _train() -> None:

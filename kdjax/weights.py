@@ -6,7 +6,7 @@ A *model folder* holds ``config.json`` (the run config; ``config.model`` rebuild
 ``export.json`` (where the parameters came from). ``restore_params`` reads parameters from
 any of:
 
-* a released model's name (``"realtime_kd_x2"``): the folders under ``pretrained/``, shipped
+* a released model's name (``"rep_kd_sharpen_x2"``): the folders under ``pretrained/``, shipped
   inside the package as ``kdjax.pretrained``;
 * a model folder (``export_params`` writes one from a training workdir, in the model's
   inference form: a re-parameterisable student's branches folded into plain convolutions);

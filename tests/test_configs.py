@@ -56,7 +56,7 @@ def test_unknown_variant_is_one_clear_sentence():
         _load("teacher.py:huge")
 
 
-@pytest.mark.parametrize("spec", ["ablation_x2.py", "feature_kd_x2.py"])
+@pytest.mark.parametrize("spec", ["ablation_x2.py", "ablation_x2.py:medium", "feature_kd_x2.py"])
 def test_the_distillation_comparisons_differ_only_in_loss_and_teacher(spec):
     comparison = _load(spec)
     baseline = comparison.runs.none.to_dict()
@@ -74,6 +74,19 @@ def test_the_distillation_ablation_has_three_seeds_and_the_teacher_only_targets(
     assert teacher_only.pixel_weight == 0 and teacher_only.output_kd_weight == 1
     teacher_only_with_zoomed_views = ablation.runs.dukd_only.loss
     assert teacher_only_with_zoomed_views.pixel_weight == 0 and teacher_only_with_zoomed_views.aux_kd_weight == 1
+
+
+def test_the_medium_ablation_runs_the_baseline_and_dukd_at_twice_the_steps():
+    short, medium = _load("ablation_x2.py"), _load("ablation_x2.py:medium")
+    assert list(medium.order) == ["none", "dukd"] and list(medium.seeds) == [0, 1, 2]
+    for name in medium.order:
+        assert medium.runs[name].num_steps == 2 * short.runs[name].num_steps
+        assert medium.runs[name].loss == short.runs[name].loss
+
+
+def test_the_default_distillation_recipe_is_output_kd_without_feature_kd():
+    default = _load("distill.py")
+    assert default.loss.output_kd_weight > 0 and default.loss.feature_kd_weight == 0
 
 
 def test_the_feature_kd_sweep_runs_the_teacher_in_the_step_at_each_weight():

@@ -28,6 +28,7 @@ RELEASED = {
     "realtime_kd_x2": ("Set5", "Set14"),
     "realtime_x2": ("Set5", "Set14"),
     "rep_kd_x2": ("Set5", "Set14"),
+    "rep_kd_sharpen_x2": ("Set5", "Set14"),
     "rep_videocall": ("Set5", "Set14"),
 }
 
@@ -57,7 +58,7 @@ def test_kdjax_load_finds_released_models_by_name_from_any_directory(tmp_path, m
     assert np.abs(sharp.astype(int) - image).mean() > 0.5
 
 
-@pytest.mark.parametrize("name, scale", [("rep_kd_x2", 2), ("rep_videocall", 1)])
+@pytest.mark.parametrize("name, scale", [("rep_kd_x2", 2), ("rep_kd_sharpen_x2", 1), ("rep_videocall", 1)])
 def test_the_released_rep_students_run_folded(name, scale):
     model = kdjax.load(name)
     assert model.scale == scale and model.model.folded

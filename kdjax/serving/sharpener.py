@@ -365,7 +365,7 @@ def load(
     Only the model's parameters are read (see `kdjax.weights`): no optimizer, no teacher.
 
     Args:
-      model: a released model's name (`"realtime_kd_x2"`, see `kdjax.weights.released_models`),
+      model: a released model's name (`"rep_kd_sharpen_x2"`, see `kdjax.weights.released_models`),
         a model folder (`config.json` and `params.msgpack`) or a training workdir
         (`config.json` and `checkpoints/`; the student of a distillation run).
       which: `"best"` (highest validation PSNR) or `"latest"` checkpoint (a workdir only).
