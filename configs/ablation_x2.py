@@ -13,10 +13,14 @@ Variants (``--config=configs/ablation_x2.py:<variant>``):
   short   (default) all five runs at 2500 steps.
   medium  ``none`` and ``dukd`` (the best method of ``short``) at 5000 steps: does the gain
           grow with the budget?
+  sharpen the sharpen student of configs/student_sharpen.py (bicubic x2 down-up inputs, 5000
+          steps) with output KD from BSRN (the released ``rep_kd_sharpen_x2`` recipe) and
+          without a teacher (``bicubic_none``).
 
 Run (from the repository root, after importing the teacher, see configs/student_x2.py):
   kdjax train --config=configs/ablation_x2.py --workdir=runs/ablation_x2
   kdjax train --config=configs/ablation_x2.py:medium --workdir=runs/ablation_x2_medium
+  kdjax train --config=configs/ablation_x2.py:sharpen --workdir=runs/ablation_sharpen
 
 ``short``: about 4.5 minutes per run on 2 CPU cores (DUKD's second patch: 7), plus 8 minutes
 of teacher labelling once: about 95 minutes in all. Expect (Set5 PSNR-Y): no teacher 36.87 ±
@@ -27,20 +31,31 @@ minutes per ``none`` run and 13 per ``dukd`` run, 60 minutes in all.
 
 import ml_collections
 
-from kdjax.configs import common, student_x2
+from kdjax.configs import common, student_sharpen, student_x2
 
 
-LABELS = {
-    "none": "rep x2, no teacher",
-    "kd": "rep x2, output KD from BSRN",
-    "dukd": "rep x2, output KD + zoomed views (DUKD) from BSRN",
-    "kd_only": "rep x2, BSRN's output as the only target",
-    "dukd_only": "rep x2, BSRN's output as the only target + zoomed views",
+METHODS = {
+    "none": "no teacher",
+    "kd": "output KD from BSRN",
+    "dukd": "output KD + zoomed views (DUKD) from BSRN",
+    "kd_only": "BSRN's output as the only target",
+    "dukd_only": "BSRN's output as the only target + zoomed views",
 }
-# Variant -> (budget suffix of configs/student_x2.py, the runs it trains).
+
+
+def upscale_runs(budget: str, names: tuple[str, ...]) -> dict:
+    """The x2 upscale student's runs ``names`` at a budget suffix of configs/student_x2.py."""
+    return {name: student_x2.get_config(name + budget) for name in names}
+
+
+# Variant -> (the student as the table names it, its runs by method).
 VARIANTS = {
-    "short": ("_short", ("none", "kd", "dukd", "kd_only", "dukd_only")),
-    "medium": ("_medium", ("none", "dukd")),
+    "short": ("rep x2", lambda: upscale_runs("_short", ("none", "kd", "dukd", "kd_only", "dukd_only"))),
+    "medium": ("rep x2", lambda: upscale_runs("_medium", ("none", "dukd"))),
+    "sharpen": (
+        "rep, sharpen x2",
+        lambda: {"none": student_sharpen.get_config("bicubic_none"), "kd": student_sharpen.get_config("bicubic")},
+    ),
 }
 
 
@@ -48,11 +63,12 @@ def get_config(variant=None):
     variant = variant or "short"
     if variant not in VARIANTS:
         raise ValueError(f"Unknown ablation_x2 variant {variant!r}; choose one of {sorted(VARIANTS)}.")
-    suffix, order = VARIANTS[variant]
+    student, make_runs = VARIANTS[variant]
+    runs = make_runs()
     suite = ml_collections.ConfigDict()
-    suite.runs = ml_collections.ConfigDict({name: student_x2.get_config(name + suffix) for name in order})
-    suite.order = order
-    suite.labels = ml_collections.ConfigDict({name: LABELS[name] for name in order})
+    suite.runs = ml_collections.ConfigDict(runs)
+    suite.order = tuple(runs)
+    suite.labels = ml_collections.ConfigDict({name: f"{student}, {METHODS[name]}" for name in runs})
     suite.seeds = (0, 1, 2)
     suite.eval_dirs = (f"{common.SHARED_DATA}/Set5", f"{common.SHARED_DATA}/Set14")
     return suite

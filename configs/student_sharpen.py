@@ -10,6 +10,8 @@ Variants (``--config=configs/student_sharpen.py:<variant>``):
            x2 teacher: the teacher sees each example's target downscaled by 2 (MATLAB
            bicubic), the low-resolution image the input was made from, labelled once
            (``kdjax.distill.label_degraded_images``); released as ``rep_kd_sharpen_x2``.
+  bicubic_none  the same student, stream and steps without a teacher: the baseline of
+           ``configs/ablation_x2.py:sharpen``.
   mix      a video-call mix: mild Gaussian blur (sigma 0.2-1.2), Gaussian noise (sigma 0-5 of
            255), JPEG quality 50-95, 4 stored variants per image; trained on ground truth only
            (no teacher here was trained for noise and JPEG: the imported upscalers see only
@@ -28,7 +30,7 @@ from kdjax import degradations
 from kdjax.configs import student_x2
 from kdjax.models import model_config
 
-VARIANTS = ("bicubic", "mix")
+VARIANTS = ("bicubic", "bicubic_none", "mix")
 
 
 def video_call_degradation():
@@ -47,7 +49,7 @@ def get_config(variant=None):
         raise ValueError(f"Unknown student_sharpen variant {variant!r}; choose one of {VARIANTS}.")
     teacher = student_x2.TEACHER if variant == "bicubic" else ""
     config = student_x2.student_config(model_config("rep", width=16, num_blocks=6, expand=0), 5000, teacher)
-    if variant == "bicubic":
+    if variant.startswith("bicubic"):
         config.data.degradation = degradations.bicubic_only_config(scale=2)
     else:
         config.data.degradation = video_call_degradation()

@@ -16,7 +16,8 @@ RUN_CONFIGS = [
     "student_only.py",
     "student_x2.py:kd", "student_x2.py:none", "student_x2.py:kd_only", "student_x2.py:dukd",
     "student_x2.py:dukd_only",
-    "student_sharpen.py:bicubic", "student_sharpen.py:mix", "teacher.py:light_x2", "teacher.py:light_x2_short",
+    "student_sharpen.py:bicubic", "student_sharpen.py:bicubic_none", "student_sharpen.py:mix",
+    "teacher.py:light_x2", "teacher.py:light_x2_short",
 ]
 
 
@@ -56,7 +57,9 @@ def test_unknown_variant_is_one_clear_sentence():
         _load("teacher.py:huge")
 
 
-@pytest.mark.parametrize("spec", ["ablation_x2.py", "ablation_x2.py:medium", "feature_kd_x2.py"])
+@pytest.mark.parametrize(
+    "spec", ["ablation_x2.py", "ablation_x2.py:medium", "ablation_x2.py:sharpen", "feature_kd_x2.py"]
+)
 def test_the_distillation_comparisons_differ_only_in_loss_and_teacher(spec):
     comparison = _load(spec)
     baseline = comparison.runs.none.to_dict()
