@@ -25,8 +25,9 @@ Run (from the repository root, after importing the teacher, see configs/student_
 ``short``: about 4.5 minutes per run on 2 CPU cores (DUKD's second patch: 7), plus 8 minutes
 of teacher labelling once: about 95 minutes in all. Expect (Set5 PSNR-Y): no teacher 36.87 ±
 0.02, output KD 36.89 ± 0.03, DUKD 36.92 ± 0.01, teacher only 36.91 ± 0.01, teacher only +
-zoomed views 36.91 ± 0.03 (BENCHMARKS.md's distillation table). ``medium``: about 6.5
-minutes per ``none`` run and 13 per ``dukd`` run, 60 minutes in all.
+zoomed views 36.91 ± 0.03 (BENCHMARKS.md's distillation table). ``medium``: about 7
+minutes per ``none`` run and 13 per ``dukd`` run, 66 minutes in all; expect no teacher 37.03 ±
+0.03, DUKD 37.07 ± 0.01.
 """
 
 import ml_collections

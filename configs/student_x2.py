@@ -33,7 +33,8 @@ Run (from the repository root; the teacher is imported once from the authors' ch
 
 Expect (Set5 / Set14 PSNR-Y): ``kd`` 37.27 / 32.85 (the released weights). The ablation's
 2500-step variants over 3 seeds, on Set5: none 36.87 ± 0.02, kd 36.89 ± 0.03, dukd 36.92 ±
-0.01, kd_only 36.91 ± 0.01 (BENCHMARKS.md).
+0.01, kd_only 36.91 ± 0.01, dukd_only 36.91 ± 0.03; the 5000-step ones: none 37.03 ± 0.03,
+dukd 37.07 ± 0.01 (BENCHMARKS.md).
 """
 
 from kdjax import config as config_lib
