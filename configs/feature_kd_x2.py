@@ -22,7 +22,7 @@ is dropped from the recommended recipes (BENCHMARKS.md, "Feature KD").
 
 import ml_collections
 
-from kdjax.configs import common, student_x2
+from kdjax.configs import ablation_x2, common, student_x2
 
 # rep_x2 has 7 blocks, BSRN 8 ESDBs: match the middle to the middle, the last to the last.
 FEATURE_PAIRS = "block_3:block_3,block_6:block_7"
@@ -41,14 +41,13 @@ def feature_kd_config(weight: float) -> ml_collections.ConfigDict:
 def get_config(variant=None):
     del variant
     suite = ml_collections.ConfigDict()
-    runs = {"none": student_x2.get_config("none_short"), "kd": student_x2.get_config("kd_short")}
+    runs = ablation_x2.upscale_runs("_short", ("none", "kd"))
     runs.update({name: feature_kd_config(weight) for name, weight in WEIGHTS.items()})
     suite.runs = ml_collections.ConfigDict(runs)
     suite.order = ("none", "kd", *WEIGHTS)
     suite.labels = ml_collections.ConfigDict(
         {
-            "none": "rep x2, no teacher",
-            "kd": "rep x2, output KD from BSRN",
+            **{name: f"rep x2, {ablation_x2.METHODS[name]}" for name in ("none", "kd")},
             **{
                 name: f"rep x2, output + feature KD (weight {weight}) from BSRN"
                 for name, weight in WEIGHTS.items()
