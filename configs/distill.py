@@ -6,8 +6,9 @@ Losses: L1 to ground truth, L1 to the teacher's output, and L2 between adapted
 student features and teacher features (relative to the teacher feature's RMS).
 
 Variants (``--config=configs/distill.py:<variant>``):
-  output    output distillation only (default: the best measured variant; feature KD lost
-            0.16-0.37 dB wherever it was measured, BENCHMARKS.md)
+  output    output distillation only (default: the best measured variant; feature KD cost
+            this student 0.18-0.35 dB at width 28 and the x2 ``rep`` student 0.16-0.37 dB,
+            BENCHMARKS.md)
   both      output + feature distillation
   feature   feature distillation only
   affinity  output + spatial-affinity (FAKD) feature distillation
