@@ -16,11 +16,16 @@ Variants (``--config=configs/ablation_x2.py:<variant>``):
   sharpen the sharpen student of configs/student_sharpen.py (bicubic x2 down-up inputs, 5000
           steps) with output KD from BSRN (the released ``rep_kd_sharpen_x2`` recipe) and
           without a teacher (``bicubic_none``).
+  stream  the student of configs/stream_x2.py on the ``stream_x2`` task (blur, noise, bicubic
+          /2, H.264), 2500 steps: no teacher, output KD and the teacher's output as the only
+          target, from RLFN fine-tuned on the task (``stream_x2.py:teacher``, trained first);
+          evaluated at the task's ``moderate`` strength on Set5, Set14 and Urban100.
 
 Run (from the repository root, after importing the teacher, see configs/student_x2.py):
   kdjax train --config=configs/ablation_x2.py --workdir=runs/ablation_x2
   kdjax train --config=configs/ablation_x2.py:medium --workdir=runs/ablation_x2_medium
   kdjax train --config=configs/ablation_x2.py:sharpen --workdir=runs/ablation_sharpen
+  kdjax train --config=configs/ablation_x2.py:stream --workdir=runs/ablation_stream_x2
 
 ``short``: about 4.5 minutes per run on 2 CPU cores (DUKD's second patch: 7), plus 8 minutes
 of teacher labelling once: about 95 minutes in all. Expect (Set5 PSNR-Y): no teacher 36.87 ±
@@ -33,16 +38,21 @@ minutes per ``none`` run and 13 per ``dukd`` run, 66 minutes in all; expect no t
 
 import ml_collections
 
-from kdjax.configs import common, student_sharpen, student_x2
+from kdjax.configs import common, stream_x2, student_sharpen, student_x2
 
 
-METHODS = {
-    "none": "no teacher",
-    "kd": "output KD from BSRN",
-    "dukd": "output KD + zoomed views (DUKD) from BSRN",
-    "kd_only": "BSRN's output as the only target",
-    "dukd_only": "BSRN's output as the only target + zoomed views",
-}
+def methods(teacher: str) -> dict[str, str]:
+    """Each run's method as the table names it, distilling from ``teacher``."""
+    return {
+        "none": "no teacher",
+        "kd": f"output KD from {teacher}",
+        "dukd": f"output KD + zoomed views (DUKD) from {teacher}",
+        "kd_only": f"{teacher}'s output as the only target",
+        "dukd_only": f"{teacher}'s output as the only target + zoomed views",
+    }
+
+
+METHODS = methods("BSRN")
 
 
 def upscale_runs(budget: str, names: tuple[str, ...]) -> dict:
@@ -50,13 +60,21 @@ def upscale_runs(budget: str, names: tuple[str, ...]) -> dict:
     return {name: student_x2.get_config(name + budget) for name in names}
 
 
-# Variant -> (the student as the table names it, its runs by method).
+CLEAN_SETS = ("Set5", "Set14")
+# Variant -> (the student as the table names it, its runs by method, their labels, eval sets).
 VARIANTS = {
-    "short": ("rep x2", lambda: upscale_runs("_short", ("none", "kd", "dukd", "kd_only", "dukd_only"))),
-    "medium": ("rep x2", lambda: upscale_runs("_medium", ("none", "dukd"))),
+    "short": ("rep x2", lambda: upscale_runs("_short", ("none", "kd", "dukd", "kd_only", "dukd_only")), METHODS,
+              CLEAN_SETS),
+    "medium": ("rep x2", lambda: upscale_runs("_medium", ("none", "dukd")), METHODS, CLEAN_SETS),
     "sharpen": (
         "rep, sharpen x2",
         lambda: {"none": student_sharpen.get_config("bicubic_none"), "kd": student_sharpen.get_config("bicubic")},
+        METHODS, CLEAN_SETS,
+    ),
+    "stream": (
+        "rep x2, stream_x2",
+        lambda: {name: stream_x2.get_config(f"{name}_short") for name in ("none", "kd", "kd_only")},
+        methods("fine-tuned RLFN"), CLEAN_SETS + ("Urban100",),
     ),
 }
 
@@ -65,12 +83,12 @@ def get_config(variant=None):
     variant = variant or "short"
     if variant not in VARIANTS:
         raise ValueError(f"Unknown ablation_x2 variant {variant!r}; choose one of {sorted(VARIANTS)}.")
-    student, make_runs = VARIANTS[variant]
+    student, make_runs, labels, sets = VARIANTS[variant]
     runs = make_runs()
     suite = ml_collections.ConfigDict()
     suite.runs = ml_collections.ConfigDict(runs)
     suite.order = tuple(runs)
-    suite.labels = ml_collections.ConfigDict({name: f"{student}, {METHODS[name]}" for name in runs})
+    suite.labels = ml_collections.ConfigDict({name: f"{student}, {labels[name]}" for name in runs})
     suite.seeds = (0, 1, 2)
-    suite.eval_dirs = (f"{common.SHARED_DATA}/Set5", f"{common.SHARED_DATA}/Set14")
+    suite.eval_dirs = tuple(f"{common.SHARED_DATA}/{name}" for name in sets)
     return suite

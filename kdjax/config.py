@@ -25,6 +25,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.teacher = ml_collections.ConfigDict(
         dict(workdir="", which="best", ema=True, in_step=False, model=ml_collections.ConfigDict())
     )
+    # Where the trained model's parameters start: "" draws them at random; a model folder or a
+    # training workdir (its `which` checkpoint, EMA weights if `ema`) makes the run a fine-tuning
+    # of that model (config.model must be the same network). A resumed run starts from its own
+    # checkpoint instead.
+    config.init = ml_collections.ConfigDict(dict(workdir="", which="latest", ema=True))
     config.data = data.default_data_config()
     config.batch_size = 16  # global, over all devices and hosts
     config.num_steps = 2000

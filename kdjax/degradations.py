@@ -9,7 +9,7 @@ evaluation values, so evaluation inputs are identical from run to run.
 Config form (``default_degradation_config()`` builds it; ``cfg.ops`` picks and orders the ops,
 the sub-configs of ops not listed are ignored)::
 
-    ops:   ordered op names among "gaussian_blur", "motion_blur", "bicubic", "noise", "jpeg"
+    ops:   ordered op names among "gaussian_blur", "motion_blur", "bicubic", "noise", "jpeg", "h264"
     scale: evaluation scale of "bicubic" (down by `scale`, back up to the original size); the
            evaluation pipeline also crops HR images to multiples of it
     task:  "sharpen" (the input has the size of the target: bicubic goes down and back up)
@@ -40,6 +40,22 @@ the sub-configs of ops not listed are ignored)::
       train_prob
       train_quality:          (low, high) JPEG quality, integers, both inclusive
       eval_quality
+    h264:                     a video frame through H.264 (libx264 via PyAV, 4:2:0 chroma): the
+                              image is the last frame of a short clip whose earlier frames are
+                              the same scene shifted by a few pixels (camera motion), so the
+                              kept frame is a predicted (P) frame coded from its decoded
+                              predecessors, or, with a clip of one frame, an intra (I) frame
+      train_prob
+      train_crf:              (low, high) constant rate factor, integers, both inclusive
+                              (18 = visually lossless, 23 = x264's default, 30-40 = the blocky,
+                              smeared frames of a low-bandwidth call or stream)
+      train_predicted_prob:   share of training examples kept as a P-frame (the rest: I-frames)
+      train_max_shift:        largest camera motion between two frames, pixels (each earlier
+                              frame's offset drawn uniformly in [-max, max] along both axes)
+      eval_crf, eval_predicted: evaluation CRF and frame type; an evaluation P-frame follows a
+                              fixed diagonal pan of 1 pixel a frame
+      previous_frames:        frames coded before the kept one in a predicted clip
+      preset:                 x264's speed preset (real-time encoders use the fast ones)
 
 Every op returns uint8, rounded and clipped after the op, so the chain is what a real camera
 pipeline stores between steps. Every op keeps the image size, except bicubic in the upscale
@@ -56,9 +72,11 @@ chain of each blur's kernel radius and ``4 * scale`` for bicubic down-up: two lo
 pixels each way, in each of its two passes; an op after the downscale of the upscale task counts
 ``scale`` times its own), and ``grid``, the alignment the crop needs (the
 least common multiple of the bicubic scales, so the crop's downscaling groups the same pixels
-as the whole image's). Noise and JPEG need neither: noise is per pixel, and JPEG, per 8x8
-block, is left out of the alignment (its block phase varies between crops, a harmless
-augmentation).
+as the whole image's). Noise, JPEG and H.264 need neither: noise is per pixel, and the
+codecs, per 8x8 block or 16x16 macroblock, are left out of the alignment (their block phase
+varies between crops, a harmless augmentation; the per-image cache degrades whole images).
+H.264 is encoded single-threaded, which makes libx264 deterministic: the same image and
+generator give the same bytes (for the libx264 that PyAV's wheel ships).
 """
 
 from __future__ import annotations
@@ -67,6 +85,7 @@ import dataclasses
 import io
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Protocol
 
 import ml_collections
@@ -87,7 +106,7 @@ __all__ = [
     "motion_kernel",
 ]
 
-OP_NAMES = ("gaussian_blur", "motion_blur", "bicubic", "noise", "jpeg")
+OP_NAMES = ("gaussian_blur", "motion_blur", "bicubic", "noise", "jpeg", "h264")
 TASKS = ("sharpen", "upscale")
 
 
@@ -125,6 +144,16 @@ def default_degradation_config(**overrides) -> ml_collections.ConfigDict:
             bicubic=dict(train_prob=1.0, train_scales=(scale,)),
             noise=dict(train_prob=1.0, train_sigma=(1.0, 10.0), eval_sigma=5.0),
             jpeg=dict(train_prob=1.0, train_quality=(30, 95), eval_quality=75),
+            h264=dict(
+                train_prob=1.0,
+                train_crf=(18, 40),
+                train_predicted_prob=0.75,
+                train_max_shift=3,
+                eval_crf=28,
+                eval_predicted=True,
+                previous_frames=2,
+                preset="veryfast",
+            ),
         )
     )
     config.update(overrides)
@@ -312,6 +341,73 @@ class JpegCompression:
 
 
 @dataclasses.dataclass(frozen=True)
+class H264Compression:
+    """The image as a frame of an H.264 stream (see the module docstring's ``h264``).
+
+    ``shifts`` is None for training (each earlier frame's offset drawn per example, and the
+    frame type by ``predicted_prob``) or the fixed offsets of the evaluation's earlier frames.
+    """
+
+    crf_range: tuple[int, int]
+    predicted_prob: float
+    max_shift: int
+    previous_frames: int
+    preset: str
+    shifts: tuple[tuple[int, int], ...] | None = None
+    context = 0
+    grid = 1
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        crf = int(rng.integers(self.crf_range[0], self.crf_range[1] + 1))
+        if self.shifts is not None:
+            shifts = self.shifts
+        elif rng.random() < self.predicted_prob:
+            shifts = tuple(
+                tuple(int(v) for v in rng.integers(-self.max_shift, self.max_shift + 1, size=2))
+                for _ in range(self.previous_frames)
+            )
+        else:
+            shifts = ()
+        height, width = image.shape[:2]
+        # 4:2:0 needs even sides; the mirrored margin also supplies the shifted frames' edges.
+        margin = max((abs(v) for shift in shifts for v in shift), default=0)
+        padded = np.pad(
+            image, ((margin, margin + height % 2), (margin, margin + width % 2), (0, 0)), mode="symmetric"
+        )
+        even_height, even_width = height + height % 2, width + width % 2
+
+        def frame(dy: int, dx: int) -> np.ndarray:
+            return padded[margin + dy : margin + dy + even_height, margin + dx : margin + dx + even_width]
+
+        clip = [frame(dy, dx) for dy, dx in shifts] + [frame(0, 0)]
+        return encode_decode_h264(clip, crf, self.preset)[-1][:height, :width]
+
+
+def encode_decode_h264(frames: Sequence[np.ndarray], crf: int, preset: str) -> list[np.ndarray]:
+    """``frames`` (uint8 RGB of one even size) encoded as one H.264 clip (libx264, 4:2:0, the
+    first frame intra, the rest predicted, no B-frames as in real-time streams) and decoded."""
+    import av  # pylint: disable=import-outside-toplevel  # PyAV only where a codec runs
+
+    height, width = frames[0].shape[:2]
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuv420p"
+    encoder.time_base, encoder.framerate = Fraction(1, 30), Fraction(30, 1)
+    encoder.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency", "threads": "1"}
+    packets = []
+    for index, frame in enumerate(frames):
+        video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        video_frame.pts = index
+        packets.extend(encoder.encode(video_frame))
+    packets.extend(encoder.encode(None))
+    decoder = av.CodecContext.create("h264", "r")
+    decoded = [frame for packet in packets for frame in decoder.decode(packet)]
+    decoded.extend(decoder.decode(None))
+    if len(decoded) != len(frames):
+        raise RuntimeError(f"H.264 round trip returned {len(decoded)} of {len(frames)} frames; report this image size.")
+    return [frame.to_ndarray(format="rgb24") for frame in decoded]
+
+
+@dataclasses.dataclass(frozen=True)
 class WithProbability:
     """Applies ``op`` to a training example with probability ``prob``."""
 
@@ -458,12 +554,35 @@ def _jpeg(cfg: ml_collections.ConfigDict, train: bool) -> Op:
     return JpegCompression((quality, quality))
 
 
+def _h264(cfg: ml_collections.ConfigDict, train: bool) -> Op:
+    h264 = cfg.h264
+    if h264.preset not in _X264_PRESETS:
+        raise ValueError(
+            f"{_key('h264', 'preset')}={h264.preset!r} is not an x264 preset; choose one of {', '.join(_X264_PRESETS)}."
+        )
+    frames = int(_number(cfg, "h264", "previous_frames", low=1, high=16))
+    if train:
+        low, high = _range(cfg, "h264", "train_crf", low=0, high=51)
+        share = _number(cfg, "h264", "train_predicted_prob", low=0.0, high=1.0)
+        max_shift = int(_number(cfg, "h264", "train_max_shift", low=0, high=32))
+        return H264Compression((int(low), int(high)), share, max_shift, frames, h264.preset)
+    crf = int(_number(cfg, "h264", "eval_crf", low=0, high=51))
+    # A fixed pan of one pixel a frame down and to the right, ending on the kept frame.
+    shifts = tuple((offset, offset) for offset in range(frames, 0, -1)) if h264.eval_predicted else ()
+    return H264Compression((crf, crf), 1.0, 0, frames, h264.preset, shifts)
+
+
+_X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo"
+)
+
 _BUILDERS = {
     "gaussian_blur": _gaussian_blur,
     "motion_blur": _motion_blur,
     "bicubic": _bicubic,
     "noise": _noise,
     "jpeg": _jpeg,
+    "h264": _h264,
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 
@@ -216,7 +217,11 @@ def _local_copy(params, device: jax.Device):
 
 
 def evaluate_workdir(
-    workdir: str | Path, *, which: str = "best", eval_dirs: Iterable[str] = ()
+    workdir: str | Path,
+    *,
+    which: str = "best",
+    eval_dirs: Iterable[str] = (),
+    degradation: ml_collections.ConfigDict | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Evaluates a trained workdir's model (EMA parameters) as its run did.
 
@@ -225,19 +230,33 @@ def evaluate_workdir(
       which: ``"best"`` or ``"latest"`` checkpoint.
       eval_dirs: image folders to evaluate on, each with the run's evaluation
         degradation; empty means the run's own validation set.
+      degradation: evaluate under this degradation config instead of the run's (e.g. a
+        ``kdjax.tasks`` setting, to compare models trained for different inputs); its scale
+        and task must fit the model.
 
     Returns:
       ``{set name: {"input": metrics, "model": metrics}}``.
     """
     config, params = weights.restore_params(workdir, which=which)
-    predict = jax.jit(make_predict_fn(build_model(config.model)))
+    model = build_model(config.model)
+    predict = jax.jit(make_predict_fn(model))
     predictors = {"model": functools.partial(predict, params)}
+    run_data = config.data.copy_and_resolve_references()
+    if degradation is not None:
+        run_data.degradation = degradation
+        data.check_task(run_data)
+        if data.output_scale(run_data) != model.scale:
+            raise ValueError(
+                f"{workdir} outputs images {model.scale}x its input's size but the requested degradation "
+                f"({degradation.task}, scale {degradation.scale}) needs {data.output_scale(run_data)}x; "
+                "evaluate it under a degradation of its own task."
+            )
     data_configs = {}
     for folder in eval_dirs:
-        data_config = config.data.copy_and_resolve_references()
+        data_config = run_data.copy_and_resolve_references()
         data_config.eval_source = data.folder_source_config(folder)
         data_configs[Path(folder).name] = data_config
-    data_configs = data_configs or {"validation": config.data}
+    data_configs = data_configs or {"validation": run_data}
     return {
         name: evaluate(predictors, data.make_eval_dataset(data_config), crop_border=config.eval.crop_border)[0]
         for name, data_config in data_configs.items()

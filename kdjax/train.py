@@ -267,10 +267,9 @@ def train_and_evaluate(
     init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
 
     replicated = parallel.replicated(mesh)
-    state = jax.jit(
-        lambda rng: train_state_lib.create_train_state(train_state_lib.init_params(config, model, rng, adapters), tx),
-        out_shardings=replicated,
-    )(init_rng)
+    params = jax.jit(lambda rng: train_state_lib.init_params(config, model, rng, adapters))(init_rng)
+    params = train_state_lib.fine_tuning_start(config, params)
+    state = jax.jit(lambda p: train_state_lib.create_train_state(p, tx), out_shardings=replicated)(params)
     train_rng = parallel.replicate(train_rng, mesh)
 
     if is_chief:

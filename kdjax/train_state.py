@@ -3,7 +3,8 @@
 The state holds only what is trained: the model (student or teacher being
 trained) and, for distillation, the feature adapters. A frozen teacher's
 parameters are never part of it, so they are never written to a student's
-checkpoint.
+checkpoint. A fine-tuning run's state starts from another model's trained parameters
+(``config.init``, ``fine_tuning_start``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
+from flax import traverse_util
 
+from kdjax import weights
 from kdjax.data import input_size
 from kdjax.distill import AdapterSpec
 
@@ -88,3 +92,24 @@ def init_params(
         "model": model.init(model_rng, dummy, train=False)["params"],
         "adapters": {} if adapters is None else adapters.init(adapter_rng),
     }
+
+
+def fine_tuning_start(config: ml_collections.ConfigDict, params: Params) -> Params:
+    """``params`` with the model's replaced by the trained ones ``config.init`` names (a
+    fine-tuning run), or unchanged when ``config.init.workdir`` is empty.
+
+    Raises a one-sentence ``ValueError`` when those parameters are of another network.
+    """
+    if not config.init.workdir:
+        return params
+    init_config, trained = weights.restore_params(config.init.workdir, which=config.init.which, ema=config.init.ema)
+    def shapes(tree) -> dict[tuple[str, ...], tuple[int, ...]]:
+        return {key: np.shape(leaf) for key, leaf in traverse_util.flatten_dict(flax.core.unfreeze(tree)).items()}
+
+    if shapes(params["model"]) != shapes(trained):
+        raise ValueError(
+            f"config.init.workdir={config.init.workdir} holds a {init_config.model.name} whose parameters do not "
+            f"fit config.model ({config.model.name}); set config.model to its model config or start from "
+            "another folder."
+        )
+    return {**params, "model": jax.tree.map(np.asarray, trained)}

@@ -18,6 +18,7 @@ RUN_CONFIGS = [
     "student_x2.py:dukd_only",
     "student_sharpen.py:bicubic", "student_sharpen.py:bicubic_none", "student_sharpen.py:mix",
     "teacher.py:light_x2", "teacher.py:light_x2_short",
+    "stream_x2.py:teacher", "stream_x2.py:kd", "stream_x2.py:kd_only", "stream_x2.py:none",
 ]
 
 
@@ -58,7 +59,8 @@ def test_unknown_variant_is_one_clear_sentence():
 
 
 @pytest.mark.parametrize(
-    "spec", ["ablation_x2.py", "ablation_x2.py:medium", "ablation_x2.py:sharpen", "feature_kd_x2.py"]
+    "spec",
+    ["ablation_x2.py", "ablation_x2.py:medium", "ablation_x2.py:sharpen", "ablation_x2.py:stream", "feature_kd_x2.py"],
 )
 def test_the_distillation_comparisons_differ_only_in_loss_and_teacher(spec):
     comparison = _load(spec)
@@ -113,3 +115,11 @@ def test_the_half_resolution_comparison_differs_only_in_model_and_step_budget():
     # The cheaper body gets more steps for the same CPU time, each run its own full schedule.
     assert half.num_steps > 3 * full.num_steps
     assert full.eval.every_steps == full.num_steps and half.eval.every_steps == half.num_steps
+
+
+def test_the_stream_teacher_is_fine_tuned_on_the_stream_its_students_read():
+    teacher, student = _load("stream_x2.py:teacher"), _load("stream_x2.py:kd")
+    assert teacher.init.workdir and not student.init.workdir
+    assert teacher.model.name == "rlfn" and student.teacher.workdir != teacher.init.workdir
+    assert teacher.data.to_dict() == student.data.to_dict()
+    assert student.data.degradation.ops[-1] == "h264" and student.data.cache_variants > 1

@@ -5,6 +5,7 @@ import pickle
 
 import numpy as np
 import pytest
+import skimage.data
 from PIL import Image
 
 from kdjax import degradations
@@ -190,3 +191,41 @@ def test_bad_configs_name_their_key(overrides, key):
     with pytest.raises(ValueError) as error:
         degradations.build_degradation(config, train=True)
     assert key in str(error.value) and "\n" not in str(error.value)
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+def test_h264_is_deterministic_per_generator_and_keeps_odd_sizes():
+    image = _texture(37, 51)
+    op = _op("h264", train=True)
+    first = op(image, np.random.default_rng([5, 1]))
+    assert first.shape == image.shape and first.dtype == np.uint8
+    assert first.tobytes() == _op("h264", train=True)(image, np.random.default_rng([5, 1])).tobytes()
+    assert any(not np.array_equal(first, op(image, np.random.default_rng([5, k]))) for k in range(2, 6))
+
+
+def test_h264_quality_falls_with_the_crf_and_predicted_frames_differ_from_intra_ones():
+    image = np.asarray(skimage.data.astronaut())[:96, :128]  # a photo: H.264 is made for them
+    quality = [
+        _psnr(_op("h264", train=False, h264=dict(eval_crf=crf))(image, np.random.default_rng(0)), image)
+        for crf in (12, 28, 44)
+    ]
+    assert quality[0] > quality[1] + 2 > quality[2] + 4
+    intra = _op("h264", train=False, h264=dict(eval_predicted=False))(image, np.random.default_rng(0))
+    predicted = _op("h264", train=False)(image, np.random.default_rng(0))
+    assert not np.array_equal(intra, predicted)
+
+
+def test_h264_eval_frames_do_not_depend_on_the_rng():
+    image = _texture(48, 64)
+    op = _op("h264", train=False)
+    np.testing.assert_array_equal(op(image, np.random.default_rng(0)), op(image, np.random.default_rng(1)))
+
+
+def test_h264_config_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"degradation\.h264\.train_crf=\(30, 60\) must be a pair"):
+        _op("h264", train=True, h264=dict(train_crf=(30, 60)))
+    with pytest.raises(ValueError, match=r"degradation\.h264\.preset='warp' is not an x264 preset"):
+        _op("h264", train=True, h264=dict(preset="warp"))

@@ -305,3 +305,18 @@ def test_bfloat16_compute_trains_with_float32_parameters(tmp_path):
         losses.append(float(metrics["loss"]))
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state.params))
     assert bool(metrics["finite"]) and losses[-1] < losses[0]
+
+
+def test_fine_tuning_starts_from_the_named_models_weights_and_refuses_another_network(tmp_path):
+    train.train_and_evaluate(tiny_config(tmp_path, steps=3), tmp_path / "base")
+    _, trained = weights.restore_params(tmp_path / "base", which="latest", ema=False)
+    fine_tuning = tiny_config(tmp_path, steps=1)
+    fine_tuning.init.workdir, fine_tuning.init.ema = str(tmp_path / "base"), False
+    fine_tuning.optim.learning_rate = 0.0  # the step changes nothing: the run holds its start
+    train.train_and_evaluate(fine_tuning, tmp_path / "fine")
+    _, started = weights.restore_params(tmp_path / "fine", which="latest", ema=False)
+    jax.tree.map(np.testing.assert_array_equal, started, trained)
+
+    fine_tuning.model = model_config("realtime", width=8, num_blocks=2)
+    with pytest.raises(ValueError, match=r"holds a realtime whose parameters do not fit config.model \(realtime\)"):
+        train.train_and_evaluate(fine_tuning, tmp_path / "other")

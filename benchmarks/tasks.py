@@ -1,0 +1,67 @@
+"""Models under a realistic task's evaluation settings (kdjax.tasks): the rows BENCHMARKS.md quotes.
+
+Each model (a released name, a model folder or a workdir) is evaluated on each set at each
+named strength of ``--task``, whatever degradation it was trained for, so a clean-trained
+model, its fine-tuned twin and the students compare on the same inputs; the ``bicubic`` row is
+the degraded input upscaled with MATLAB bicubic (the sharpen task: the input itself). PSNR/SSIM
+on Y, border crop = scale. Rows are merged into ``--output`` by model (re-running a model
+replaces its row), so models can be added one at a time.
+
+Usage (from the repository root):
+  python benchmarks/tasks.py --task stream_x2 --models rep_kd_x2 runs/teachers/rlfn_x2 \
+      --sets Set5 Set14 Urban100 --output benchmarks/results/stream_x2.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from kdjax import evaluation, tasks, weights
+from kdjax.configs import common
+from kdjax.models import count_params, inference_form
+
+BICUBIC = "bicubic"
+
+
+def evaluate(model: str, task: str, sets: list[str]) -> tuple[dict, dict]:
+    """``(row, bicubic row)`` of ``model``: {strength: {set: metrics}} each."""
+    results, inputs = {}, {}
+    for strength in tasks.strengths(task):
+        per_set = evaluation.evaluate_workdir(
+            model, eval_dirs=[f"{common.SHARED_DATA}/{name}" for name in sets],
+            degradation=tasks.degradation(f"{task}:{strength}"),
+        )
+        results[strength] = {name: rows["model"] for name, rows in per_set.items()}
+        inputs[strength] = {name: rows["input"] for name, rows in per_set.items()}
+    return results, inputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=tasks.TASK_NAMES)
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--sets", nargs="+", default=["Set5", "Set14", "Urban100"])
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args()
+    rows = {row["run"]: row for row in json.loads(args.output.read_text())} if args.output.is_file() else {}
+    for model in args.models:
+        config, params = weights.restore_params(model)
+        model_config, params = inference_form(config.model, params)
+        results, inputs = evaluate(model, args.task, args.sets)
+        rows[Path(model).name] = {
+            "run": Path(model).name, "model": model_config.name, "params": count_params(params), "results": results
+        }
+        rows[BICUBIC] = {"run": BICUBIC, "model": BICUBIC, "params": 0, "results": inputs}
+        args.output.write_text(json.dumps(list(rows.values()), indent=2) + "\n")
+        for strength, per_set in results.items():
+            print(
+                f"{Path(model).name} @ {strength}: "
+                + ", ".join(f"{name} {m['psnr_y']:.2f} (bicubic {inputs[strength][name]['psnr_y']:.2f})"
+                            for name, m in per_set.items())
+            )
+
+
+if __name__ == "__main__":
+    main()
