@@ -97,11 +97,10 @@ def _tile() -> int | str | None:
     return int(_TILE.value) or None
 
 
-def _load(source: str):
-    """The `Sharpener` for --model and the tiling flags, once JAX's backend is known to start."""
+def _load(source: str, tile: int | str | None):
+    """The `Sharpener` for --model, `tile` and the other tiling flags, once JAX's backend starts."""
     from kdjax import devices, serving  # pylint: disable=import-outside-toplevel  # JAX
 
-    tile = _tile()
     devices.check_backend()
     return serving.load(
         source, which=_WHICH.value, tile=tile, overlap=_OVERLAP.value, self_ensemble=_SELF_ENSEMBLE.value,
@@ -143,13 +142,14 @@ def _sharpen(command: str) -> None:
     if not inputs:
         raise UsageError(f"kdjax {command} needs --input, e.g. --input=photo.png (repeat it, or give a folder or photos/*.jpg)")
     output = _require(_OUTPUT.value, "output", command, "photo_sharp.png")
+    tile = _tile()
     from kdjax.serving import files, video  # pylint: disable=import-outside-toplevel  # no JAX
     bit_depth = "auto" if _BIT_DEPTH.value == "auto" else int(_BIT_DEPTH.value)
     if bit_depth != "auto" and all(video.is_video_path(path) for path in inputs):
         raise UsageError(f"--bit_depth={bit_depth} is for images; a video is always written as 8-bit H.264, so drop it")
     plan = files.plan_paths(inputs, output, overwrite=_OVERWRITE.value)
     source = _model_source(command)
-    sharpener = _load(source)
+    sharpener = _load(source, tile)
     if command == "upscale" and sharpener.scale == 1:
         from kdjax import catalog  # pylint: disable=import-outside-toplevel
 
@@ -168,13 +168,14 @@ def _stream() -> None:
     from kdjax.serving import stream  # pylint: disable=import-outside-toplevel  # no JAX
 
     size = stream.parse_size(_require(_SIZE.value, "size", "stream", "1280x720"))
+    tile = _tile()
     if sys.stdin.isatty():
         raise UsageError(
             "kdjax stream reads raw RGB24 frames on standard input, so pipe them in, e.g. ffmpeg -i in.mp4 "
             f"-f rawvideo -pix_fmt rgb24 - | kdjax stream --size={size[1]}x{size[0]} > out.rgb"
         )
     source = _model_source("stream")
-    sharpener = _load(source)
+    sharpener = _load(source, tile)
     height, width = size[0] * sharpener.scale, size[1] * sharpener.scale
     print(f"kdjax stream: {source}, {size[1]}x{size[0]} RGB24 in, {width}x{height} RGB24 out.", file=sys.stderr)
     report = stream.sharpen_stream(sharpener, size, sys.stdin.buffer, sys.stdout.buffer)
