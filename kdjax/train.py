@@ -32,16 +32,13 @@ from tensorboardX import SummaryWriter
 from kdjax import checkpoints, data, distill, losses, parallel, weights
 from kdjax import config as config_lib
 from kdjax import train_state as train_state_lib
+from kdjax.errors import NonFiniteLossError
 from kdjax.evaluation import Evaluator
 from kdjax.images import to_unit_float
 from kdjax.models import build_model
 from kdjax.train_state import TrainState
 
 Batch = Mapping[str, jax.Array]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss or gradient."""
 
 
 def _tree_all_finite(tree) -> jax.Array:

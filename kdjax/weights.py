@@ -6,8 +6,9 @@ A *model folder* holds ``config.json`` (the run config; ``config.model`` rebuild
 ``export.json`` (where the parameters came from). ``restore_params`` reads parameters from
 any of:
 
-* a released model's name (``"rep_kd_sharpen_x2"``): the folders under ``pretrained/``, shipped
-  inside the package as ``kdjax.pretrained``;
+* a released model's name (``"rep_kd_sharpen_x2"``) or alias (``"sharpen_x2"``, see
+  ``kdjax.catalog``): the folders under ``pretrained/``, shipped inside the package as
+  ``kdjax.pretrained``;
 * a model folder (``export_params`` writes one from a training workdir, in the model's
   inference form: a re-parameterisable student's branches folded into plain convolutions);
 * a training workdir (``config.json`` + Orbax ``checkpoints/``): only the model's parameters
@@ -19,7 +20,6 @@ Serving, evaluation and distillation (the teacher) all read models through this 
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +28,12 @@ import ml_collections
 import numpy as np
 from flax import serialization
 
+from kdjax import catalog
+# The file names of a model folder, and the released models, are read without JAX by kdjax.catalog.
+from kdjax.catalog import CONFIG_FILE, EXPORT_FILE, PARAMS_FILE, released_models
 from kdjax.models import build_model, count_params, inference_form
 from kdjax.models.summary import abstract_params
 
-CONFIG_FILE = "config.json"
-PARAMS_FILE = "params.msgpack"
-EXPORT_FILE = "export.json"
-RELEASED_PACKAGE = "kdjax.pretrained"
 WHICH = ("best", "latest")
 
 
@@ -84,29 +83,20 @@ def is_model_folder(folder: str | Path) -> bool:
     return (Path(folder) / PARAMS_FILE).is_file()
 
 
-def released_models() -> dict[str, Path]:
-    """The released models shipped with the package, name -> folder."""
-    root = resources.files(RELEASED_PACKAGE)
-    return {
-        entry.name: Path(str(entry))
-        for entry in sorted(root.iterdir(), key=lambda e: e.name)
-        if entry.is_dir() and (entry / PARAMS_FILE).is_file()
-    }
-
-
 def resolve(source: str | Path) -> Path:
-    """The folder of a model: ``source`` itself when it exists, else a released model by name."""
+    """The folder of a model: ``source`` itself when it exists, else a released model by name or alias."""
     path = Path(source)
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{path} is a file; pass a training workdir, a model folder or a released model name.")
         return path
     released = released_models()
-    if str(source) in released:
-        return released[str(source)]
+    name = catalog.canonical_name(str(source))
+    if name in released:
+        return released[name]
     raise FileNotFoundError(
         f"{source} is neither a folder nor a released model; pass a training workdir, a model folder, "
-        f"or one of: {', '.join(released) or 'none installed'}."
+        f"or one of: {', '.join([*catalog.aliases(), *released]) or 'none installed'} (see kdjax models)."
     )
 
 

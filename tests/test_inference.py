@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
+import re
 import subprocess
 import sys
 
@@ -292,7 +292,7 @@ def identity_sharpener():
     return serving.Sharpener(Identity(), {}, tile=None)
 
 
-def test_sharpen_paths_mirrors_a_folder_and_skips_unreadable_files(tmp_path, caplog):
+def test_sharpen_paths_mirrors_a_folder_and_counts_skipped_and_failed_files(tmp_path):
     model, params = _residual()
     sharpener = serving.Sharpener(model, params, tile=None)
     rng = np.random.default_rng(3)
@@ -302,27 +302,33 @@ def test_sharpen_paths_mirrors_a_folder_and_skips_unreadable_files(tmp_path, cap
     (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
     (tmp_path / "in" / "notes.txt").write_text("ignored")
 
-    with caplog.at_level(logging.WARNING, logger="kdjax.serving.files"):
-        written = files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out")
-    assert sorted(written) == [tmp_path / "out" / "a.png", tmp_path / "out" / "sub" / "deeper" / "b.png"]
-    assert "broken.png" in caplog.text
+    report = files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out", progress=False)
+    assert sorted(report.outputs) == [tmp_path / "out" / "a.png", tmp_path / "out" / "sub" / "deeper" / "b.png"]
+    assert report.skipped == [(tmp_path / "in" / "notes.txt", files.NOT_AN_IMAGE_OR_VIDEO)]
+    assert [src for src, _ in report.failed] == [tmp_path / "in" / "broken.png"]
+    summary = report.summary().splitlines()
+    assert summary[0] == f"skipped {tmp_path / 'in' / 'notes.txt'}: not an image or video file"
+    assert summary[1].startswith(f"failed {tmp_path / 'in' / 'broken.png'}: ")
+    assert re.fullmatch(
+        rf"Wrote 2 images \(x1\) under {re.escape(str(tmp_path / 'out'))} in [0-9.]+ s; skipped 1 \(1 not images or "
+        r"videos\); 1 failed\.", summary[2]
+    ), summary[2]
     for name, image in images.items():
         out = np.asarray(Image.open((tmp_path / "out" / name).with_suffix(".png")))
         np.testing.assert_array_equal(out, sharpener.sharpen(image))
     assert not (tmp_path / "out" / "broken.png").exists()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "sub"]
 
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="kdjax.serving.files"):
-        assert files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out") == []
-    assert "already exists" in caplog.text
-    assert len(files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out", overwrite=True)) == 2
+    again = files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out", progress=False)
+    assert again.outputs == [] and sorted(again.skipped)[0] == (tmp_path / "in" / "a.png", files.OUTPUT_EXISTS)
+    assert "skipped 3 (1 not images or videos; 2 with an existing output, pass --overwrite)" in again.summary()
+    assert len(files.sharpen_paths(sharpener, tmp_path / "in", tmp_path / "out", overwrite=True).outputs) == 2
 
 
 def test_sharpen_paths_single_file(tmp_path, identity_sharpener):
     image = np.random.default_rng(4).integers(0, 256, (9, 8, 3), dtype=np.uint8)
     _save_png(tmp_path / "photo.png", image)
-    assert files.sharpen_paths(identity_sharpener, tmp_path / "photo.png", tmp_path / "out") == [
+    assert files.sharpen_paths(identity_sharpener, tmp_path / "photo.png", tmp_path / "out").outputs == [
         tmp_path / "out" / "photo.png"
     ]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "photo.png")), image)
@@ -347,7 +353,7 @@ def test_sharpen_paths_never_overwrites_inputs(tmp_path, identity_sharpener):
 
     # An output folder inside the input folder is not read back as input on a second run.
     files.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / "sharp")
-    assert files.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / "sharp", overwrite=True) == [
+    assert files.sharpen_paths(identity_sharpener, tmp_path / "in", tmp_path / "in" / "sharp", overwrite=True).outputs == [
         tmp_path / "in" / "sharp" / "a.png"
     ]
 
