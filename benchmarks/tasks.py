@@ -45,16 +45,19 @@ def main() -> None:
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14", "Urban100"])
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
-    rows = {row["run"]: row for row in json.loads(args.output.read_text())} if args.output.is_file() else {}
+    previous = json.loads(args.output.read_text())["models"] if args.output.is_file() else []
+    rows = {row["name"]: row for row in previous}
     for model in args.models:
         config, params = weights.restore_params(model)
         model_config, params = inference_form(config.model, params)
         results, inputs = evaluate(model, args.task, args.sets)
         rows[Path(model).name] = {
-            "run": Path(model).name, "model": model_config.name, "params": count_params(params), "results": results
+            "name": Path(model).name, "model": model_config.name, "params": count_params(params), "results": results
         }
-        rows[BICUBIC] = {"run": BICUBIC, "model": BICUBIC, "params": 0, "results": inputs}
-        args.output.write_text(json.dumps(list(rows.values()), indent=2) + "\n")
+        rows[BICUBIC] = {"name": BICUBIC, "model": BICUBIC, "params": 0, "results": inputs}
+        # A mapping, not a list of rows with a "run": these are not the models' own benchmark rows.
+        document = {"task": args.task, "strengths": list(tasks.strengths(args.task)), "models": list(rows.values())}
+        args.output.write_text(json.dumps(document, indent=2) + "\n")
         for strength, per_set in results.items():
             print(
                 f"{Path(model).name} @ {strength}: "
