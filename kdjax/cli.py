@@ -42,6 +42,8 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from kdjax import outputs
+
 COMMANDS = ("train", "evaluate", "sharpen", "export", "import-weights")
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -80,7 +82,9 @@ _BIT_DEPTH = flags.DEFINE_enum(
 _DTYPE = flags.DEFINE_enum(
     "dtype", None, ["float32", "bfloat16"], "sharpen: the model's compute dtype (default: its config's, float32)."
 )
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "sharpen: replace existing output files (inputs never).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "sharpen, export, import-weights: replace existing outputs (never inputs or released models)."
+)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "train: resume a workdir with a config that differs from the one it started with."
 )
@@ -146,9 +150,7 @@ def _sharpen() -> None:
         dtype=_DTYPE.value,
     )
     if video.is_video_path(input_path):
-        if Path(output_path).exists() and not _OVERWRITE.value:
-            raise ValueError(f"Output {output_path} already exists; delete it, choose another output, or pass --overwrite.")
-        report = sharpener.sharpen_video(input_path, output_path)
+        report = sharpener.sharpen_video(input_path, output_path, overwrite=_OVERWRITE.value)
         print(
             f"Wrote {report.frames} frames of {report.output_size[1]}x{report.output_size[0]} to {output_path} in "
             f"{report.seconds:.1f} s ({report.frames_per_second:.1f} frames/s)."
@@ -166,7 +168,7 @@ def _export() -> None:
     source = _model_source("export")
     output = _require(_OUTPUT.value, "output", "export", "my_model")
     if _FORMAT.value == "folder":
-        folder = weights.export_params(source, output, which=_WHICH.value)
+        folder = weights.export_params(source, output, which=_WHICH.value, overwrite=_OVERWRITE.value)
         print(f"Exported the {_WHICH.value} checkpoint of {source} to {folder}.")
         return
     from kdjax.models import build_model, inference_form  # pylint: disable=import-outside-toplevel
@@ -176,9 +178,9 @@ def _export() -> None:
     model_config, params = inference_form(config.model, params)
     model = build_model(model_config)
     if _FORMAT.value == "stablehlo":
-        export.export_stablehlo(model, params, output)
+        export.export_stablehlo(model, params, output, overwrite=_OVERWRITE.value)
     else:
-        export.export_onnx(model, params, output)
+        export.export_onnx(model, params, output, overwrite=_OVERWRITE.value)
     print(f"Exported {source} ({config.model.name}) as {_FORMAT.value} to {output} (any batch, height and width).")
 
 
@@ -190,7 +192,7 @@ def _import_weights() -> None:
         raise UsageError(f"--arch={arch} is not one of {', '.join(torch_import.ARCHITECTURES)}")
     checkpoint = _require(_INPUT.value, "input", "import-weights", "../shared/weights/rlfn_x2.pth")
     output = _require(_OUTPUT.value, "output", "import-weights", "teachers/rlfn_x2")
-    folder = torch_import.import_to_folder(arch, checkpoint, output)
+    folder = torch_import.import_to_folder(arch, checkpoint, output, overwrite=_OVERWRITE.value)
     print(f"Imported {arch} from {checkpoint} into {folder}.")
 
 
@@ -321,5 +323,16 @@ def _run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``kdjax`` command (and of ``launch.py``)."""
-    app.run(_run, argv=argv or sys.argv, flags_parser=_parse_flags)
+    """Entry point of the ``kdjax`` command (and of ``launch.py``).
+
+    SIGINT and SIGTERM end any command with one sentence and exit code 130 or 143, after the
+    unfinished outputs of this process are removed (`kdjax.outputs`).
+    """
+    outputs.install_signal_handlers()
+    try:
+        app.run(_run, argv=argv or sys.argv, flags_parser=_parse_flags)
+    except KeyboardInterrupt as error:
+        outputs.remove_temporaries()
+        name = getattr(error, "signal_name", "SIGINT")
+        print(f"\nerror: Interrupted by {name}; unfinished outputs were removed and finished ones kept.", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 130))

@@ -3,7 +3,8 @@
 `sharpen_paths` is what `kdjax sharpen` runs: an image file, or every image under a folder
 (mirrored under the output folder), never overwriting an input: outputs are compared with
 the inputs by file identity, so a link to an input or another spelling of its path is refused
-too, whatever `overwrite` says. Files are read and written with `kdjax.images.read_image_file`
+too, whatever `overwrite` says; outputs follow `kdjax.outputs` (never inside a model folder,
+written under a temporary name renamed when complete). Files are read and written with `kdjax.images.read_image_file`
 and `write_image_file`: the model sees the upright RGB pixels at up to 16 bits, and the output
 keeps the input's alpha (resized with the image by an upscaling model), bit depth (or the one
 asked for), ICC profile and EXIF.
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from kdjax import outputs
 from kdjax.images import (
     IMAGE_EXTENSIONS,
     ImageMetadata,
@@ -86,6 +88,9 @@ def _plan_outputs(source: Path, target: Path) -> list[tuple[Path, Path]]:
         if resolved in written_by:
             raise ValueError(f"Inputs {written_by[resolved]} and {src} would both be written to {dst}; rename one.")
         written_by[resolved] = src
+        # Released and exported model folders, an output under a file or in a folder kdjax cannot
+        # write: refused before any work (an existing output is the caller's to skip or replace).
+        outputs.check_output(dst, overwrite=True)
     return jobs
 
 
