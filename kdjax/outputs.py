@@ -7,7 +7,8 @@ imported weights, the label cache):
   model's folder (the ``kdjax.pretrained`` package) or inside an exported model folder, an
   output that is one of the command's inputs, an existing output of the wrong kind (a folder
   where a file goes, a file where a folder goes), an existing output without ``overwrite``,
-  an output under a file, and an output folder kdjax cannot write to.
+  an output under a file, and an output folder kdjax cannot write to; `check_folder` does the
+  same for a folder that files are written into (sharpened images, the label cache).
 * `atomic_file` and `atomic_folder` write under a temporary name in the destination's folder,
   renamed onto the destination only when complete. The temporary name holds this process's id
   and a random token and is created exclusively, so it is never a file that already exists
@@ -40,6 +41,7 @@ __all__ = [
     "OutputError",
     "atomic_file",
     "atomic_folder",
+    "check_folder",
     "check_output",
     "install_signal_handlers",
     "remove_temporaries",
@@ -76,26 +78,50 @@ def _is_within(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _protected_folder(path: Path, *, folder_output: bool) -> str | None:
-    """Why ``path`` may not be written: it is in a released model's folder or an exported one."""
-    resolved = path.resolve()
+def _refuse_protected(shown: Path, written: Path, holders: Iterable[Path]) -> None:
+    """Refuses writing ``written`` (resolved) when it is in the released models' folder or one of
+    ``holders`` (the folders that would hold what is written) is a model folder."""
     root = _released_root()
-    if _is_within(resolved, root):
-        return f"{path} is inside the released models' folder {root}, which kdjax never writes to"
-    # A folder output may replace an exported model folder (with overwrite); nothing may go inside one.
-    above = resolved.parents if folder_output else [resolved.parent, *resolved.parent.parents]
-    for folder in above:
+    if _is_within(written, root):
+        raise OutputError(
+            f"Output {shown} is inside the released models' folder {root}, which kdjax never writes to; choose an "
+            "output outside it."
+        )
+    for folder in holders:
         if (folder / _MODEL_FOLDER_MARKER).is_file():
-            return f"{path} is inside the model folder {folder}, which kdjax never writes into"
-    if not folder_output and (resolved / _MODEL_FOLDER_MARKER).is_file():
-        return f"{path} is a model folder"
-    return None
+            raise OutputError(
+                f"Output {shown} is inside the model folder {folder}, which kdjax never writes into; choose an "
+                "output outside it."
+            )
 
 
-def _existing_ancestor(path: Path) -> Path:
-    folder = path.absolute().parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+def _refuse_unwritable(shown: Path, path: Path) -> None:
+    """Refuses ``path`` when the nearest existing folder above it is a file or cannot be written."""
+    ancestor = path.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"Output {shown} is under {ancestor}, which is a file, not a folder; choose another output.")
+    try:
+        with _temporary(ancestor / "probe", folder=False):
+            pass
+    except OSError as error:
+        raise OutputError(
+            f"Cannot write {shown}: folder {ancestor} is not writable ({error.strerror or error}); choose another "
+            "output folder."
+        ) from None
+
+
+def check_folder(folder: str | os.PathLike) -> Path:
+    """Refuses, with a one-sentence `OutputError`, a folder kdjax would write files into (a
+    folder of sharpened images, a cache folder) that is or is inside a released or exported
+    model folder, is under a file, or cannot be written; returns it as a Path."""
+    folder = Path(folder)
+    resolved = folder.resolve()
+    _refuse_protected(folder, resolved, [resolved, *resolved.parents])
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"Output folder {folder} is a file; pass a folder.")
+    _refuse_unwritable(folder, folder / "file")
     return folder
 
 
@@ -117,15 +143,15 @@ def check_output(
         a folder) hold one.
     """
     path = Path(path)
-    reason = _protected_folder(path, folder_output=folder)
-    if reason is not None:
-        raise OutputError(f"Output {reason}; choose an output outside it.")
+    resolved = path.resolve()
+    # A folder output may replace an exported model folder (with overwrite), never go inside one.
+    _refuse_protected(path, resolved, resolved.parents if folder else [resolved.parent, *resolved.parent.parents])
     for source in map(Path, inputs):
         if not source.exists():
             continue
         if path.exists() and os.path.samefile(path, source):
             raise OutputError(f"Output {path} is the input {source}; choose another output so the input is kept.")
-        if folder and _is_within(source.resolve(), path.resolve()):
+        if folder and _is_within(source.resolve(), resolved):
             raise OutputError(f"Output folder {path} holds the input {source}; choose another output folder.")
     if path.exists():
         if folder and not path.is_dir():
@@ -140,17 +166,7 @@ def check_output(
                 f"Output {path} already exists; delete it, choose another output, or pass --overwrite (overwrite=True "
                 "from Python)."
             )
-    ancestor = _existing_ancestor(path)
-    if not ancestor.is_dir():
-        raise OutputError(f"Output {path} is under {ancestor}, which is a file, not a folder; choose another output.")
-    try:
-        with _temporary(ancestor / "probe", folder=False):
-            pass
-    except OSError as error:
-        raise OutputError(
-            f"Cannot write {path}: folder {ancestor} is not writable ({error.strerror or error}); choose another "
-            "output folder."
-        ) from None
+    _refuse_unwritable(path, path)
     return path
 
 

@@ -4,7 +4,8 @@ This module owns the integrity of the per-image cache's folders (``kdjax.data.de
 stored images, ``kdjax.distill``'s teacher labels), whatever they hold. `fill` is the only way
 files get into them:
 
-* a folder being built gets ``make(name)`` for every name it lacks, each file written under a
+* a folder being built (never one in a model folder: `kdjax.outputs.check_folder`) gets
+  ``make(name)`` for every name it lacks, each file written under a
   temporary name of this process and renamed when complete (`kdjax.outputs.atomic_file`); then
   ``MANIFEST.json`` (each file's size and SHA-256) and, last, ``COMPLETE``;
 * a complete folder is verified against its manifest every time `fill` is called on it (at the
@@ -82,6 +83,7 @@ def fill(
       remedy: what remaking a damaged file is called in its warning, e.g. "re-degrading it".
       complete_text: what ``COMPLETE`` holds (what the folder was made from).
     """
+    outputs.check_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     complete = is_complete(folder)
     manifest_path = folder / MANIFEST
