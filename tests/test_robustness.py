@@ -16,16 +16,17 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
 import kdjax
-from kdjax import checkpoints, serving, train, weights
+from kdjax import checkpoints, images, serving, train, weights
 from kdjax.images import to_rgb_uint8, to_uint8
 from kdjax.models import build_model, model_config
-from kdjax.serving import files, tiling
+from kdjax.serving import files, tiling, video
 from test_inference import Identity, _apply_fn, _init
 from test_train import _raw_params, tiny_config
 
@@ -489,3 +490,80 @@ def test_an_interrupted_write_removes_only_this_process_temporaries(owned, tmp_p
     # Nothing the user had changed; the other process's temporary is still there.
     assert _state(root) == before and (root / ".photo.kdjax-1-00000000.partial.png").is_file()
     assert not [path for path in root.rglob(f"*{TEMPORARY}*") if path.name != ".photo.kdjax-1-00000000.partial.png"]
+
+
+def _faststart_clip(path: Path, frames: int) -> Path:
+    """An H.264 .mp4 whose header (with its frame count) comes first, so a truncated copy still opens."""
+    from test_video import _pattern  # pylint: disable=import-outside-toplevel
+
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as output:
+        stream = output.add_stream("libx264", rate=24)
+        stream.height, stream.width, stream.pix_fmt = 48, 64, "yuv420p"
+        for index in range(frames):
+            output.mux(stream.encode(av.VideoFrame.from_ndarray(_pattern(index), format="rgb24")))
+        output.mux(stream.encode(None))
+    return path
+
+
+def test_a_video_named_like_a_partial_output_is_kept_and_a_short_output_is_never_silent(tmp_path):
+    # The input's own name is what kdjax once used for the partial output of salvage.mp4.
+    source = _faststart_clip(tmp_path / ".salvage.partial.mp4", 96)
+    before = _state(tmp_path)
+    command = [str(KDJAX), "sharpen", "--model=realtime_x2", f"--input={source}", f"--output={tmp_path / 'salvage.mp4'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _state(tmp_path)[source] == before[source]
+    assert video.probe_video(tmp_path / "salvage.mp4").frames == 96
+    assert "Wrote 96 frames" in result.stdout and "ended after" not in result.stderr
+
+    # A clip cut short: the output holds what could be decoded, and says so.
+    truncated = tmp_path / "cut.mp4"
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 3])
+    command[3:] = [f"--input={truncated}", f"--output={tmp_path / 'cut_out.mp4'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    written = video.probe_video(tmp_path / "cut_out.mp4").frames
+    assert result.returncode == 0 and 0 < written < 96, result.stderr[-3000:]
+    assert f"{truncated} ended after {written} of the 96 frames its header counts" in result.stderr
+
+
+def test_an_animated_image_says_that_only_its_first_frame_is_used(tmp_path):
+    frames = [Image.fromarray(_photo() // (index + 1)) for index in range(3)]
+    for suffix in (".gif", ".webp"):
+        frames[0].save(tmp_path / f"moving{suffix}", save_all=True, append_images=frames[1:], duration=100, loop=0)
+        result = subprocess.run(
+            [str(KDJAX), "sharpen", "--model=realtime_x2", f"--input={tmp_path / f'moving{suffix}'}",
+             f"--output={tmp_path / f'still{suffix}.png'}"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        warning = f"moving{suffix} has 3 frames; only the first is used (convert it to a video"
+        assert sum(warning in line for line in result.stderr.splitlines()) == 1, result.stderr[-3000:]
+
+
+def test_a_signal_during_a_large_16_bit_png_write_is_handled_at_once(tmp_path, monkeypatch):
+    """Writing a 16-bit PNG compressed the whole image in one zlib call, during which Python
+    cannot run a signal handler: Ctrl-C on a 16000x12000 image waited for over a minute. Now it
+    is compressed a few MiB of rows at a time, and each piece is streamed to the file."""
+    monkeypatch.setattr(images, "_PNG_ROWS_PER_CHUNK_BYTES", 1 << 20)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 65536, (2400, 3200, 3), dtype=np.uint16)  # noise, 46 MB: seconds in one zlib call
+    images.write_image_file(tmp_path / "small.png", pixels[:300], images.ImageMetadata(bit_depth=16))
+    np.testing.assert_array_equal(images.read_image_file(tmp_path / "small.png")[0], pixels[:300])
+
+    class Alarm(Exception):
+        pass
+
+    def alarm(signum, frame):
+        raise Alarm
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        start = time.perf_counter()
+        with pytest.raises(Alarm):
+            images.write_image_file(tmp_path / "big.png", pixels, images.ImageMetadata(bit_depth=16))
+        assert time.perf_counter() - start < 0.2 + 0.5  # one piece at most after the signal
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not list(tmp_path.glob("*big*"))
