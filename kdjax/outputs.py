@@ -47,9 +47,11 @@ __all__ = [
     "remove_temporaries",
 ]
 
-# The file that makes a folder a model folder (kdjax.weights.PARAMS_FILE; weights imports this
-# module, so the name is repeated rather than imported) and the package of the released ones.
-_MODEL_FOLDER_MARKER = "params.msgpack"
+# The files of a model folder (kdjax.weights' CONFIG_FILE, PARAMS_FILE and EXPORT_FILE; weights
+# imports this module, so the names are repeated rather than imported; test_robustness checks
+# they agree), the one that makes a folder a model folder, and the package of the released ones.
+MODEL_FOLDER_FILES = ("config.json", "params.msgpack", "export.json")
+_MODEL_FOLDER_MARKER = MODEL_FOLDER_FILES[1]
 _RELEASED_PACKAGE = "kdjax.pretrained"
 _EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
@@ -138,7 +140,7 @@ def check_output(
       path: the file (or, with ``folder``, the folder) the command will write.
       overwrite: an existing output of the right kind may be replaced.
       folder: the output is a folder (a model folder): an existing one is replaced whole, and
-        only when it is empty or an exported model folder (not a released one).
+        only when it is empty or an exported model folder holding nothing else (not a released one).
       inputs: the command's input files and folders; the output may be none of them, nor (for
         a folder) hold one.
     """
@@ -161,6 +163,12 @@ def check_output(
         empty_folder = folder and not any(path.iterdir())
         if folder and not empty_folder and not (path / _MODEL_FOLDER_MARKER).is_file():
             raise OutputError(f"Output {path} exists and is not an exported model; choose an empty or new folder.")
+        others = sorted(entry.name for entry in path.iterdir() if entry.name not in MODEL_FOLDER_FILES) if folder else []
+        if others:
+            raise OutputError(
+                f"Output {path} holds {', '.join(others[:3])} besides a model, which replacing it would delete; "
+                "choose an empty or new folder."
+            )
         if not empty_folder and not overwrite:
             raise OutputError(
                 f"Output {path} already exists; delete it, choose another output, or pass --overwrite (overwrite=True "
@@ -230,42 +238,33 @@ def _remove_if_empty(folders: list[Path]) -> None:
             made.rmdir()
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_file(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
     """Yields a temporary file beside ``path`` to write; renames it onto ``path`` when the block ends.
 
     An error or a signal inside the block removes the temporary (and the folders made for it)
     and leaves ``path`` as it was. ``path`` is replaced atomically: a reader sees the old file or
     the new one, and another process finishing the same file first is simply replaced.
     """
-    path = Path(path)
-    made = _made_parents(path)
-    done = False
-    try:
-        with _temporary(path, folder=False) as temporary:
-            yield temporary
-            os.replace(temporary, path)
-            _discard(temporary, remove=False)
-            done = True
-    finally:
-        if not done:
-            _remove_if_empty(made)
+    return _atomic(Path(path), folder=False)
 
 
-@contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_folder(path: str | os.PathLike) -> contextlib.AbstractContextManager[Path]:
     """Yields a temporary folder beside ``path`` to fill; it becomes ``path`` when the block ends.
 
     An existing ``path`` (which `check_output` allowed: empty, or a model folder with overwrite)
     is swapped out with signals held back, so ``path`` always names a whole folder, then removed.
     """
-    path = Path(path)
+    return _atomic(Path(path), folder=True)
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, *, folder: bool) -> Iterator[Path]:
     made = _made_parents(path)
     done = False
     try:
-        with _temporary(path, folder=True) as temporary:
+        with _temporary(path, folder=folder) as temporary:
             yield temporary
-            if path.is_dir() and any(path.iterdir()):
+            if folder and path.is_dir() and any(path.iterdir()):
                 with _temporary(path, folder=True) as aside, _signals_held():
                     os.replace(path, aside)
                     try:

@@ -567,3 +567,20 @@ def test_a_signal_during_a_large_16_bit_png_write_is_handled_at_once(tmp_path, m
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     assert not list(tmp_path.glob("*big*"))
+
+
+def test_overwrite_replaces_an_exported_model_folder_whole_and_nothing_else(tmp_path):
+    from kdjax import outputs  # pylint: disable=import-outside-toplevel
+
+    assert outputs.MODEL_FOLDER_FILES == (weights.CONFIG_FILE, weights.PARAMS_FILE, weights.EXPORT_FILE)
+    config, params = weights.restore_params("realtime_x2")
+    exported = weights.write_model_folder(tmp_path / "model", config, params, {"from": "first"})
+    with pytest.raises(outputs.OutputError, match="already exists"):
+        weights.write_model_folder(exported, config, params, {"from": "second"})
+    weights.write_model_folder(exported, config, params, {"from": "second"}, overwrite=True)
+    assert json.loads((exported / weights.EXPORT_FILE).read_text()) == {"from": "second"}
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]  # no temporary, no old copy
+    (exported / "notes.txt").write_text("mine")
+    with pytest.raises(outputs.OutputError, match=r"holds notes.txt besides a model, which replacing it would delete"):
+        weights.write_model_folder(exported, config, params, {"from": "third"}, overwrite=True)
+    assert (exported / "notes.txt").read_text() == "mine"
