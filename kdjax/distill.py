@@ -458,7 +458,8 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
     """The teacher's output (uint8) on every stored degraded image in ``folder``, computed once.
 
     Returns ``folder/teacher-<digest>``; labels already there (a complete folder, or the files
-    an interrupted labelling wrote) are kept. An upscaling teacher labelling same-size (sharpen)
+    an interrupted labelling wrote) are kept once checked against the folder's manifest (a
+    damaged one is labelled again, with a warning: ``kdjax.data.cache_files``). An upscaling teacher labelling same-size (sharpen)
     examples sees each one's ``low_resolution_view`` (labels kept in ``teacher-<digest>-lr``).
     Images are padded to size buckets (``_bucketed_labeller``).
     """

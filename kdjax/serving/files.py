@@ -4,10 +4,10 @@
 (mirrored under the output folder), never overwriting an input: outputs are compared with
 the inputs by file identity, so a link to an input or another spelling of its path is refused
 too, whatever `overwrite` says; outputs follow `kdjax.outputs` (never inside a model folder,
-written under a temporary name renamed when complete). Files are read and written with `kdjax.images.read_image_file`
-and `write_image_file`: the model sees the upright RGB pixels at up to 16 bits, and the output
-keeps the input's alpha (resized with the image by an upscaling model), bit depth (or the one
-asked for), ICC profile and EXIF.
+written under a temporary name renamed when complete). Files are read and written with
+`kdjax.images.read_image_file` and `write_image_file`: the model sees the upright RGB pixels at
+up to 16 bits, and the output keeps the input's alpha (resized with the image by an upscaling
+model), bit depth (or the one asked for), ICC profile and EXIF.
 """
 
 from __future__ import annotations
