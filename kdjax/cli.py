@@ -25,6 +25,7 @@ from pathlib import Path
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from kdjax import outputs
 from kdjax.errors import BackendError, NonFiniteLossError
 
 COMMAND_NAMES = ("sharpen", "upscale", "stream", "models", "evaluate", "train", "export", "import-weights")
@@ -48,7 +49,9 @@ _SELF_ENSEMBLE = flags.DEFINE_bool("self_ensemble", False, "Average the 8 flips/
 _BIT_DEPTH = flags.DEFINE_enum("bit_depth", "auto", ["auto", "8", "16"], "Bits per sample of output images.")
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"], "The model's compute dtype.")
 _SIZE = flags.DEFINE_string("size", None, "Frame size of the stream, WIDTHxHEIGHT.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace existing outputs (inputs never).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace existing outputs (never inputs or released models)."
+)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir with a config that differs from the one it started with."
 )
@@ -205,7 +208,7 @@ def _export() -> None:
 
     devices.check_backend()
     if _FORMAT.value == "folder":
-        folder = weights.export_params(source, output, which=_WHICH.value)
+        folder = weights.export_params(source, output, which=_WHICH.value, overwrite=_OVERWRITE.value)
         print(f"Exported the {_WHICH.value} checkpoint of {source} to {folder}.")
         return
     from kdjax.models import build_model, inference_form  # pylint: disable=import-outside-toplevel
@@ -215,9 +218,9 @@ def _export() -> None:
     model_config, params = inference_form(config.model, params)
     model = build_model(model_config)
     if _FORMAT.value == "stablehlo":
-        export.export_stablehlo(model, params, output)
+        export.export_stablehlo(model, params, output, overwrite=_OVERWRITE.value)
     else:
-        export.export_onnx(model, params, output)
+        export.export_onnx(model, params, output, overwrite=_OVERWRITE.value)
     print(f"Exported {source} ({config.model.name}) as {_FORMAT.value} to {output} (any batch, height and width).")
 
 
@@ -233,7 +236,7 @@ def _import_weights() -> None:
     if arch not in torch_import.ARCHITECTURES:
         raise UsageError(f"--arch={arch} is not one of {', '.join(torch_import.ARCHITECTURES)}")
     devices.check_backend()
-    folder = torch_import.import_to_folder(arch, checkpoint, output)
+    folder = torch_import.import_to_folder(arch, checkpoint, output, overwrite=_OVERWRITE.value)
     print(f"Imported {arch} from {checkpoint} into {folder}.")
 
 
@@ -520,10 +523,21 @@ def _run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``kdjax`` command (and of ``launch.py``)."""
+    """Entry point of the ``kdjax`` command (and of ``launch.py``).
+
+    SIGINT and SIGTERM end any command with one sentence and exit code 130 or 143, after the
+    unfinished outputs of this process are removed (`kdjax.outputs`).
+    """
     argv = list(argv or sys.argv)
     help_text = _help_request(argv[1:])
     if help_text is not None:
         print(help_text)
         sys.exit(0)
-    app.run(_run, argv=argv, flags_parser=_parse_flags)
+    outputs.install_signal_handlers()
+    try:
+        app.run(_run, argv=argv, flags_parser=_parse_flags)
+    except KeyboardInterrupt as error:
+        outputs.remove_temporaries()
+        name = getattr(error, "signal_name", "SIGINT")
+        print(f"\nerror: Interrupted by {name}; unfinished outputs were removed and finished ones kept.", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 130))

@@ -39,12 +39,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tqdm
 from absl import logging
 
 from kdjax import losses, parallel, weights
 from kdjax.data import input_size, make_train_dataset, output_scale
-from kdjax.data.degraded import COMPLETE, VIEWS, example_names, save_atomically, zoom_views
+from kdjax.data import cache_files
+from kdjax.data.degraded import VIEWS, example_names, serialized, zoom_views
 from kdjax.images import quantize, to_unit_float
 from kdjax.imresize import imresize
 from kdjax.models import build_model, feature_shapes
@@ -458,7 +458,8 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
     """The teacher's output (uint8) on every stored degraded image in ``folder``, computed once.
 
     Returns ``folder/teacher-<digest>``; labels already there (a complete folder, or the files
-    an interrupted labelling wrote) are kept. An upscaling teacher labelling same-size (sharpen)
+    an interrupted labelling wrote) are kept once checked against the folder's manifest (a
+    damaged one is labelled again, with a warning: ``kdjax.data.cache_files``). An upscaling teacher labelling same-size (sharpen)
     examples sees each one's ``low_resolution_view`` (labels kept in ``teacher-<digest>-lr``).
     Images are padded to size buckets (``_bucketed_labeller``).
     """
@@ -468,7 +469,7 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
     scale = teacher.model.scale
     label_image = _bucketed_labeller(teacher)
 
-    def label(name: str, stored: Mapping[str, np.ndarray]) -> tuple[Any, int]:
+    def label(name: str, stored: Mapping[str, np.ndarray]) -> bytes:
         low, (height, width) = stored["input"], stored["target"].shape[:2]
         if sharpen:
             low = low_resolution_view(stored["target"], scale)
@@ -478,7 +479,7 @@ def label_degraded_images(folder: Path, teacher: Teacher) -> Path:
                 f"The teacher's output on {name} is {output.shape[1]}x{output.shape[0]} where its target is "
                 f"{width}x{height}; delete {out_dir} and report this data config."
             )
-        return lambda file: np.save(file, output), height * width
+        return serialized(lambda file: np.save(file, output))
 
     _label_each_example(folder, out_dir, ".npy", "Teacher labels", label, teacher)
     return out_dir
@@ -491,30 +492,26 @@ def label_zoom_views(folder: Path, labels_dir: Path, teacher: Teacher) -> None:
     about 0.1 output megapixels of teacher work per example."""
     label_image = _bucketed_labeller(teacher)
 
-    def label(name: str, stored: Mapping[str, np.ndarray]) -> tuple[Any, int]:
+    def label(name: str, stored: Mapping[str, np.ndarray]) -> bytes:
         inputs = zoom_views(stored["input"], stored["target"], teacher.model.scale, name)
         outputs = {key.replace("_input", "_output"): label_image(image) for key, image in inputs.items()}
-        return lambda file: np.savez(file, **inputs, **outputs), sum(o.shape[0] * o.shape[1] for o in outputs.values())
+        return serialized(lambda file: np.savez(file, **inputs, **outputs))
 
     _label_each_example(folder, labels_dir / VIEWS, ".npz", "Teacher labels of zoomed views", label, teacher)
 
 
 def _label_each_example(folder: Path, out_dir: Path, suffix: str, description: str, label, teacher: Teacher) -> None:
-    """Writes ``out_dir/<name><suffix>`` for every stored example of ``folder`` that lacks one,
-    through ``label(name, stored) -> (save(file), output pixels)``, with a progress bar; then
-    ``COMPLETE``. Files an interrupted labelling wrote are kept (written atomically)."""
-    if (out_dir / COMPLETE).is_file():
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pixels = 0
-    with tqdm.tqdm(example_names(folder), desc=description, unit="image") as progress:
-        for name in progress:
-            path = out_dir / f"{name}{suffix}"
-            if path.is_file():
-                continue
-            with np.load(folder / "images" / f"{name}.npz") as stored:
-                save, labelled_pixels = label(name, stored)
-            save_atomically(path, save)
-            pixels += labelled_pixels
-            progress.set_postfix(megapixels=f"{pixels / 1e6:.1f}")
-    (out_dir / COMPLETE).write_text(json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n")
+    """Fills ``out_dir/<name><suffix>`` for every stored example of ``folder`` with
+    ``label(name, stored) -> bytes``, through `cache_files.fill`: files an interrupted labelling
+    wrote are kept, and in a complete folder a damaged label is labelled again, with a warning."""
+
+    def make(file_name: str) -> bytes:
+        name = file_name.removesuffix(suffix)
+        with np.load(folder / "images" / f"{name}.npz") as stored:
+            return label(name, stored)
+
+    cache_files.fill(
+        out_dir, [f"{name}{suffix}" for name in example_names(folder)], make, description=description,
+        remedy="labelling it again with the teacher",
+        complete_text=json.dumps({"teacher": teacher.model_config.to_dict()}, default=str) + "\n",
+    )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import struct
 import zlib
@@ -35,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import ExifTags, Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+
+from kdjax import outputs
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -83,6 +86,11 @@ _UPRIGHT = {
 _MAX_PLAUSIBLE_UNIT_FLOAT = 2.0
 _GRID_BACKGROUND = 255
 _GRID_LABEL_SIZE = 14
+# Rows of a 16-bit PNG compressed per call: a few MiB, so memory stays the image and a signal
+# (Ctrl-C) is handled between calls rather than after one call over the whole image.
+_PNG_ROWS_PER_CHUNK_BYTES = 4 << 20
+
+logger = logging.getLogger(__name__)
 
 
 class ImageReadError(ValueError):
@@ -266,7 +274,8 @@ def read_image_file(path: str | os.PathLike) -> tuple[np.ndarray, ImageMetadata]
     16-bit PNG and TIFF files (colour or grayscale) give uint16 pixels with all 16 bits, every
     other file uint8 (a float TIFF in [0, 1] gives uint16). Grayscale is replicated to RGB; the
     alpha of RGBA, LA and transparent palette images goes to `ImageMetadata.alpha`. The EXIF
-    orientation is applied to pixels and alpha alike. Of multi-frame files the first frame is read.
+    orientation is applied to pixels and alpha alike. Of multi-frame files (animated GIF, WebP
+    or PNG, multi-page TIFF) the first frame is read, with a warning.
 
     Returns:
       `(pixels, metadata)`: (H, W, 3) uint8 or uint16 RGB, and an `ImageMetadata`.
@@ -276,6 +285,12 @@ def read_image_file(path: str | os.PathLike) -> tuple[np.ndarray, ImageMetadata]
     """
     path = Path(path)
     with _open_image(path) as image:
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            logger.warning(
+                "%s has %d frames; only the first is used (convert it to a video, e.g. .mp4, to process every frame).",
+                path, frames,
+            )
         samples = _samples(path, image)
         exif = image.getexif()
         orientation = exif.get(ExifTags.Base.Orientation, 1)
@@ -358,11 +373,13 @@ def _check_suffix(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _writing(path: Path) -> Iterator[None]:
-    """Creates `path`'s missing parent folders; a failure to write becomes an ImageWriteError."""
+def _writing(path: Path) -> Iterator[Path]:
+    """Yields the temporary file to write in place of `path` (`kdjax.outputs.atomic_file`: renamed
+    onto `path` when complete; missing parent folders are created); a failure to write becomes an
+    ImageWriteError."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        yield
+        with outputs.atomic_file(path) as temporary:
+            yield temporary
     except OSError as error:
         raise ImageWriteError(
             f"Cannot write {path} ({error.strerror or error}); choose a writable location."
@@ -386,8 +403,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> None:
     path = Path(path)
     _check_suffix(path)
     pil_image = Image.fromarray(to_rgb_uint8(image, name=f"the image for {path}"))
-    with _writing(path):
-        pil_image.save(path, **_quality_options(path))
+    with _writing(path) as temporary:
+        pil_image.save(temporary, **_quality_options(path))
 
 
 def output_bit_depth(path: str | os.PathLike, bit_depth: int | str, source_bit_depth: int) -> int:
@@ -452,46 +469,61 @@ def write_image_file(
                 f"{rgb.shape[1]}x{rgb.shape[0]}; resize the alpha to the image."
             )
         rgb = np.concatenate([rgb, quantize(metadata.alpha, dtype)[:, :, None]], axis=2)
-    with _writing(path):
+    with _writing(path) as temporary:
         if dtype == np.uint16 and suffix in _TIFF_EXTENSIONS:
             import tifffile  # pylint: disable=import-outside-toplevel  # see _samples
 
             tifffile.imwrite(
-                path, rgb, photometric="rgb", extrasamples=("unassalpha",) if rgb.shape[2] == 4 else None,
+                temporary, rgb, photometric="rgb", extrasamples=("unassalpha",) if rgb.shape[2] == 4 else None,
                 iccprofile=metadata.icc_profile, compression="zlib",
             )
         elif dtype == np.uint16:
-            path.write_bytes(_png_16_bit(rgb, metadata))
+            with open(temporary, "wb") as file:
+                _write_png_16_bit(file, rgb, metadata)
         else:
             options = _quality_options(path)
             if metadata.icc_profile:
                 options["icc_profile"] = metadata.icc_profile  # formats without one ignore it
             if metadata.exif and suffix in _EXIF_EXTENSIONS:
                 options["exif"] = metadata.exif
-            Image.fromarray(rgb).save(path, **options)
+            Image.fromarray(rgb).save(temporary, **options)
 
 
-def _png_16_bit(samples: np.ndarray, metadata: ImageMetadata) -> bytes:
-    """A 16-bit RGB or RGBA PNG (Pillow cannot write those) with the metadata's ICC and EXIF."""
+def _write_png_16_bit(file, samples: np.ndarray, metadata: ImageMetadata) -> None:
+    """Writes a 16-bit RGB or RGBA PNG (Pillow cannot write those) with the metadata's ICC and EXIF.
+
+    The image is filtered and compressed a few MiB of rows at a time, each piece written as it
+    comes (one IDAT chunk per piece), so no second copy of the image is held and a signal is
+    handled within a fraction of a second.
+    """
     height, width, channels = samples.shape
-    rows = samples.astype(">u2").view(np.uint8).reshape(height, -1)
-    # PNG filter 2 ("up": each byte minus the one above, modulo 256) compresses photos about
-    # 10% better than none and, unlike the adaptive filters, is one vectorized subtraction.
-    filtered = np.diff(rows, axis=0, prepend=np.zeros((1, rows.shape[1]), np.uint8))
-    scanlines = np.concatenate([np.full((height, 1), 2, np.uint8), filtered], axis=1)
 
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+    def chunk(kind: bytes, payload: bytes) -> None:
+        file.write(struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload)))
 
+    file.write(b"\x89PNG\r\n\x1a\n")
     color_type = {3: 2, 4: 6}[channels]
-    chunks = [chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))]
+    chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0))
     if metadata.icc_profile:
         # Profile name, its terminating zero, compression method 0 (zlib).
-        chunks.append(chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(metadata.icc_profile)))
+        chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(metadata.icc_profile))
     if metadata.exif:
-        chunks.append(chunk(b"eXIf", metadata.exif.removeprefix(_EXIF_PREFIX)))
-    chunks += [chunk(b"IDAT", zlib.compress(scanlines.tobytes())), chunk(b"IEND", b"")]
-    return b"\x89PNG\r\n\x1a\n" + b"".join(chunks)
+        chunk(b"eXIf", metadata.exif.removeprefix(_EXIF_PREFIX))
+    compressor = zlib.compressobj()
+    rows_per_piece = max(1, _PNG_ROWS_PER_CHUNK_BYTES // (width * channels * 2))
+    previous = np.zeros((1, width * channels * 2), np.uint8)
+    for top in range(0, height, rows_per_piece):
+        rows = samples[top : top + rows_per_piece].astype(">u2").view(np.uint8).reshape(-1, width * channels * 2)
+        # PNG filter 2 ("up": each byte minus the one above, modulo 256) compresses photos about
+        # 10% better than none and, unlike the adaptive filters, is one vectorized subtraction.
+        filtered = np.diff(rows, axis=0, prepend=previous)
+        previous = rows[-1:]
+        scanlines = np.concatenate([np.full((len(rows), 1), 2, np.uint8), filtered], axis=1)
+        compressed = compressor.compress(scanlines.tobytes())
+        if compressed:
+            chunk(b"IDAT", compressed)
+    chunk(b"IDAT", compressor.flush())
+    chunk(b"IEND", b"")
 
 
 def image_grid(

@@ -7,13 +7,17 @@ This module owns three things:
   dict needs (``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2`` and the typed
   storage classes) and reads each storage from its ``data/<key>`` entry, so a checkpoint can
   never run code. BasicSR's wrapping (``{"params": ..., "params_ema": ...}``) and
-  DataParallel's ``module.`` prefix are removed.
+  DataParallel's ``module.`` prefix are removed. Nothing is inflated before every storage's
+  size is checked against its zip header and every tensor's view against its storage, and
+  the storages' total is capped; a damaged archive (bad CRC) is one sentence.
 * ``convert_state_dict``: per-architecture converters from the authors' parameter names and
   layouts to a kdjax module and its Flax parameter tree. Every Flax parameter must come from
-  exactly one tensor of the right shape; a missing, unused or mis-shaped tensor is an error.
-* ``import_checkpoint``: both steps, returning a model config for
-  ``kdjax.models.build_model`` and the parameters; ``import_to_folder`` writes them as a
-  model folder (``kdjax import-weights``).
+  exactly one tensor of the right shape; a missing, unused, mis-shaped or non-finite tensor
+  is an error.
+* ``import_checkpoint``: both steps, with the names and shapes checked against the
+  architecture before any storage is read and the storages capped at twice what it needs,
+  returning a model config for ``kdjax.models.build_model`` and the parameters;
+  ``import_to_folder`` writes them as a model folder (``kdjax import-weights``).
 
 Layouts: PyTorch convolution kernels are OIHW, Flax ones HWIO (a depthwise kernel
 (C, 1, 3, 3) becomes (3, 3, 1, C), the layout of ``nn.Conv`` with ``feature_group_count=C``);
@@ -23,13 +27,16 @@ Layouts: PyTorch convolution kernels are OIHW, Flax ones HWIO (a depthwise kerne
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
+import math
 import os
 import pickle
 import re
 import zipfile
+import zlib
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
@@ -39,6 +46,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from kdjax import outputs
 from kdjax.models import build_model
 from kdjax.models.bsrn import BSRN
 from kdjax.models.rlfn import RLFN
@@ -64,6 +72,16 @@ _STORAGE_DTYPES = {
 _WRAPPER_KEYS = ("params_ema", "params")
 
 
+# A state dict's data.pkl holds names and view descriptions: kilobytes. Larger is refused
+# before it is unpickled.
+_MAX_PICKLE_BYTES = 16 << 20
+# What `read_state_dict` inflates at most when no architecture says what is needed; with one
+# (`import_checkpoint`), the storages may hold at most twice the bytes its tensors need.
+_MAX_STORAGE_BYTES = 2 << 30
+_STORAGE_SLACK = 2
+_STORAGE_SLACK_BYTES = 1 << 20
+
+
 @dataclasses.dataclass(frozen=True)
 class _StorageType:
     """Stands in for ``torch.<Name>Storage`` while unpickling: only its element type matters."""
@@ -71,12 +89,30 @@ class _StorageType:
     name: str
     dtype: np.dtype
 
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError(
+            f"builds a torch.{self.name} itself, which torch.save never writes into a state dict"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Storage:
+    """A storage entry of the archive, described by data.pkl and checked against its zip header."""
+
+    entry: str
+    dtype: np.dtype
+    numel: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * self.dtype.itemsize
+
 
 @dataclasses.dataclass(frozen=True)
 class _TensorSpec:
     """What ``torch._utils._rebuild_tensor_v2`` receives: a view into a storage."""
 
-    storage: np.ndarray
+    storage: _Storage
     offset: int
     shape: tuple[int, ...]
     strides: tuple[int, ...]
@@ -85,13 +121,18 @@ class _TensorSpec:
 def _rebuild_tensor(
     storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
 ) -> _TensorSpec:
-    """Stands in for ``torch._utils._rebuild_tensor_v2``; `_materialise` checks the view."""
+    """Stands in for ``torch._utils._rebuild_tensor_v2``; `_check_view` checks the view."""
     del requires_grad, backward_hooks, metadata  # Training state, irrelevant to the values.
     return _TensorSpec(storage, storage_offset, tuple(size), tuple(stride))
 
 
 class _StateDictUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals of a plain state dict (see module docstring)."""
+    """Unpickler that resolves only the globals of a plain state dict (see module docstring).
+
+    Storages are described, never read: `_Storage` records the entry, its element type and
+    count, checked against the size the zip header declares, so a tensor's shape can be
+    checked before a byte of it is inflated.
+    """
 
     def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str, path: str):
         super().__init__(file)
@@ -99,7 +140,6 @@ class _StateDictUnpickler(pickle.Unpickler):
         self._prefix = prefix
         self._byteorder = byteorder
         self._path = path
-        self._storages: dict[str, np.ndarray] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) == ("collections", "OrderedDict"):
@@ -109,67 +149,97 @@ class _StateDictUnpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name, np.dtype(_STORAGE_DTYPES[name]))
         raise pickle.UnpicklingError(
-            f"{self._path} refers to {module}.{name}, which a plain state dict never needs; "
-            "re-save it as torch.save(model.state_dict(), path) and import that file."
+            f"refers to {module}.{name}, which a plain state dict never needs"
         )
 
-    def persistent_load(self, pid: Any) -> np.ndarray:
+    def persistent_load(self, pid: Any) -> _Storage:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
-            raise pickle.UnpicklingError(
-                f"{self._path} holds a storage reference {pid!r} of an unknown form; "
-                "re-save it with torch.save(model.state_dict(), path) from a recent PyTorch."
-            )
+                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
+                and isinstance(pid[4], int) and pid[4] >= 0):
+            raise pickle.UnpicklingError(f"holds a storage reference {pid!r} of an unknown form")
         _, storage_type, key, _location, numel = pid
-        if key not in self._storages:
-            dtype = storage_type.dtype.newbyteorder("<" if self._byteorder == "little" else ">")
-            entry = f"{self._prefix}data/{key}"
-            if entry not in self._archive.namelist():
-                raise pickle.UnpicklingError(
-                    f"{self._path} lacks the storage entry {entry}; the file is truncated or "
-                    "corrupt, download it again."
-                )
-            raw = self._archive.read(entry)
-            storage = np.frombuffer(raw, dtype=dtype)
-            if storage.size < numel:
-                raise pickle.UnpicklingError(
-                    f"{self._path} storage {key} holds {storage.size} elements where {numel} are "
-                    "expected; the file is truncated, download it again."
-                )
-            self._storages[key] = storage[:numel].astype(dtype.newbyteorder("="))
-        return self._storages[key]
+        dtype = storage_type.dtype.newbyteorder("<" if self._byteorder == "little" else ">")
+        storage = _Storage(f"{self._prefix}data/{key}", dtype, numel)
+        try:
+            declared = self._archive.getinfo(storage.entry).file_size
+        except KeyError:
+            raise pickle.UnpicklingError(f"lacks the storage entry {storage.entry}, so it is truncated or corrupt") from None
+        if declared != storage.nbytes:
+            raise pickle.UnpicklingError(
+                f"has a storage entry {storage.entry} of {declared} bytes where data.pkl describes {numel} "
+                f"{storage_type.name} elements ({storage.nbytes} bytes), so it is corrupt"
+            )
+        return storage
 
 
-def _materialise(spec: _TensorSpec, key: str, path: str) -> np.ndarray:
-    """Copies the strided view a tensor describes out of its storage, checking its bounds."""
+def _check_view(spec: Any, key: str, path: str) -> _TensorSpec:
+    """Checks, reading nothing, that a tensor is a view inside its storage with no more elements than it holds."""
     well_formed = (
-        isinstance(spec.storage, np.ndarray)
+        isinstance(spec, _TensorSpec)
         and all(isinstance(value, int) for value in (spec.offset, *spec.shape, *spec.strides))
         and len(spec.shape) == len(spec.strides)
+        and min(spec.shape, default=0) >= 0
     )
     if not well_formed:
         raise ValueError(
             f"{path} tensor {key!r} is not a view of a storage (offset, sizes and strides); "
             "the file is not a torch.save state dict, pass one that is."
         )
-    count = int(np.prod(spec.shape))
+    count = math.prod(spec.shape)
     if count == 0:
-        return np.zeros(spec.shape, spec.storage.dtype)
+        return spec
+    numel = spec.storage.numel
     last = spec.offset + sum((size - 1) * stride for size, stride in zip(spec.shape, spec.strides))
-    if spec.offset < 0 or min(spec.strides, default=0) < 0 or last >= spec.storage.size:
+    if spec.offset < 0 or min(spec.strides, default=0) < 0 or last >= numel:
         raise ValueError(
             f"{path} tensor {key!r} (offset {spec.offset}, shape {spec.shape}, strides "
-            f"{spec.strides}) reaches outside its storage of {spec.storage.size} elements; the "
+            f"{spec.strides}) reaches outside its storage of {numel} elements; the "
             "file is corrupt, download it again."
         )
-    item = spec.storage.itemsize
+    if count > numel:
+        raise ValueError(
+            f"{path} tensor {key!r} (shape {spec.shape}, strides {spec.strides}) repeats the {numel} elements of "
+            f"its storage {spec.storage.entry} as {count}, which no saved parameter does; re-save it with "
+            "torch.save(model.state_dict(), path)."
+        )
+    return spec
+
+
+def _check_total(specs: Mapping[str, _TensorSpec], limit: int, path: str) -> None:
+    """Refuses storages holding more than ``limit`` bytes, naming the one that wastes the most."""
+    storages = {spec.storage.entry: spec.storage for spec in specs.values()}
+    total = sum(storage.nbytes for storage in storages.values())
+    if total <= limit:
+        return
+    used = collections.Counter()
+    for spec in specs.values():
+        used[spec.storage.entry] += math.prod(spec.shape) * spec.storage.dtype.itemsize
+    worst = max(storages.values(), key=lambda storage: storage.nbytes - used[storage.entry])
+    raise ValueError(
+        f"{path} storage entry {worst.entry} holds {worst.nbytes} bytes of which its tensors use "
+        f"{used[worst.entry]}, and the storages total {total} bytes where at most {limit} are read; "
+        "pass the authors' checkpoint, not a file built around it."
+    )
+
+
+def _materialise(spec: _TensorSpec, storages: dict[str, np.ndarray], archive: zipfile.ZipFile) -> np.ndarray:
+    """Copies the strided view a tensor describes out of its storage (read once, when first needed)."""
+    if math.prod(spec.shape) == 0:
+        return np.zeros(spec.shape, spec.storage.dtype.newbyteorder("="))
+    entry = spec.storage.entry
+    if entry not in storages:
+        with archive.open(entry) as file:
+            raw = file.read(spec.storage.nbytes)  # the whole entry: its CRC is checked at its end
+        storages[entry] = np.frombuffer(raw, spec.storage.dtype)
+    storage = storages[entry]
+    item = storage.itemsize
     view = np.lib.stride_tricks.as_strided(
-        spec.storage[spec.offset:],
+        storage[spec.offset:],
         shape=spec.shape,
         strides=tuple(stride * item for stride in spec.strides),
         writeable=False,
     )
-    return np.array(view)
+    return np.array(view, dtype=spec.storage.dtype.newbyteorder("="))
 
 
 def _unwrap(loaded: Any, path: str) -> Mapping[str, Any]:
@@ -185,18 +255,18 @@ def _unwrap(loaded: Any, path: str) -> Mapping[str, Any]:
     return loaded
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a zip-format ``torch.save`` state dict into ``{name: np.ndarray}`` without torch.
+def _strip_data_parallel(names: list[str]) -> Callable[[str], str]:
+    if names and all(name.startswith("module.") for name in names):
+        return lambda name: name[len("module."):]
+    return lambda name: name
 
-    BasicSR checkpoints yield their ``params_ema`` entry when present, else ``params``; a
-    ``module.`` prefix on every key (a model saved inside DataParallel) is removed.
 
-    Raises:
-      FileNotFoundError: there is no file at `path`.
-      ValueError: the file is not a zip-format checkpoint, is corrupt, needs globals outside
-        the allow-list, or holds something other than tensors.
+@contextlib.contextmanager
+def _open_checkpoint(path: str) -> Iterator[tuple[zipfile.ZipFile, dict[str, _TensorSpec]]]:
+    """Opens a zip-format ``torch.save`` file: the archive and its tensors' views, checked, nothing inflated.
+
+    Any damage met inside the block (a bad CRC, a broken deflate stream) is one sentence too.
     """
-    path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint {path} does not exist; check the path.")
     if not zipfile.is_zipfile(path):
@@ -204,45 +274,88 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"{path} is not a zip-format torch.save file; re-save it with PyTorch 1.6 or newer "
             "(the legacy format is not supported)."
         )
-    with zipfile.ZipFile(path) as archive:
-        pickles = [
-            name for name in archive.namelist() if name == "data.pkl" or name.endswith("/data.pkl")
-        ]
-        if len(pickles) != 1:
-            raise ValueError(
-                f"{path} has {len(pickles)} data.pkl entries where a torch.save file has exactly "
-                "one; pass a file written by torch.save."
-            )
-        prefix = pickles[0][: -len("data.pkl")]
-        byteorder_entry = f"{prefix}byteorder"
-        byteorder = (
-            archive.read(byteorder_entry).decode().strip()
-            if byteorder_entry in archive.namelist()
-            else "little"  # Files from before PyTorch 1.10 have no entry and are little-endian.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            yield archive, _read_views(archive, path)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise ValueError(f"{path} is damaged ({' '.join(str(error).split())}); download it again.") from None
+
+
+def _read_views(archive: zipfile.ZipFile, path: str) -> dict[str, _TensorSpec]:
+    pickles = [name for name in archive.namelist() if name == "data.pkl" or name.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise ValueError(
+            f"{path} has {len(pickles)} data.pkl entries where a torch.save file has exactly "
+            "one; pass a file written by torch.save."
         )
-        if byteorder not in ("little", "big"):
+    if archive.getinfo(pickles[0]).file_size > _MAX_PICKLE_BYTES:
+        raise ValueError(
+            f"{path} has a data.pkl of {archive.getinfo(pickles[0]).file_size} bytes where a state dict's is a few "
+            "kilobytes; pass the authors' checkpoint."
+        )
+    prefix = pickles[0][: -len("data.pkl")]
+    byteorder_entry = f"{prefix}byteorder"
+    byteorder = "little"  # Files from before PyTorch 1.10 have no entry and are little-endian.
+    if byteorder_entry in archive.namelist():
+        with archive.open(byteorder_entry) as file:
+            byteorder = file.read(16).decode(errors="replace").strip()
+    if byteorder not in ("little", "big"):
+        raise ValueError(f"{path} declares byte order {byteorder!r}; pass a file written by torch.save.")
+    with archive.open(pickles[0]) as pickled:
+        try:
+            loaded = _StateDictUnpickler(pickled, archive, prefix, byteorder, path).load()
+        except pickle.UnpicklingError as error:
             raise ValueError(
-                f"{path} declares byte order {byteorder!r}; pass a file written by torch.save."
-            )
-        with archive.open(pickles[0]) as pickled:
-            try:
-                loaded = _StateDictUnpickler(pickled, archive, prefix, byteorder, path).load()
-            except pickle.UnpicklingError as error:
-                raise ValueError(str(error)) from None
-            except EOFError:
-                raise ValueError(f"{path} has a truncated data.pkl; download it again.") from None
+                f"{path} {error}; re-save it as torch.save(model.state_dict(), path) and import that file."
+            ) from None
+        except EOFError:
+            raise ValueError(f"{path} has a truncated data.pkl; download it again.") from None
+        except (zipfile.BadZipFile, zlib.error):
+            raise
+        except Exception as error:  # malformed opcodes fail in many ways; --debug shows which
+            raise ValueError(
+                f"{path} has a data.pkl that is not a plain state dict ({type(error).__name__}); re-save it as "
+                "torch.save(model.state_dict(), path) and import that file."
+            ) from error
     state = _unwrap(loaded, path)
-    tensors = {}
+    rename = _strip_data_parallel(list(state))
+    views = {}
     for key, value in state.items():
         if not isinstance(value, _TensorSpec):
             raise ValueError(
                 f"{path} entry {key!r} is a {type(value).__name__}, not a tensor; pass a file "
                 "that holds only a state dict."
             )
-        tensors[key] = _materialise(value, key, path)
-    if tensors and all(key.startswith("module.") for key in tensors):
-        tensors = {key[len("module."):]: value for key, value in tensors.items()}
-    return tensors
+        views[rename(key)] = _check_view(value, key, path)
+    return views
+
+
+def read_state_dict(path: str | os.PathLike, *, max_bytes: int = _MAX_STORAGE_BYTES) -> dict[str, np.ndarray]:
+    """Reads a zip-format ``torch.save`` state dict into ``{name: np.ndarray}`` without torch.
+
+    BasicSR checkpoints yield their ``params_ema`` entry when present, else ``params``; a
+    ``module.`` prefix on every key (a model saved inside DataParallel) is removed. Each
+    storage's size is checked against its zip header and every tensor's view against its
+    storage before anything is inflated, and storages totalling more than ``max_bytes`` are
+    refused.
+
+    Raises:
+      FileNotFoundError: there is no file at `path`.
+      ValueError: the file is not a zip-format checkpoint, is corrupt, needs globals outside
+        the allow-list, holds something other than tensors, or more than ``max_bytes``.
+    """
+    path = os.fspath(path)
+    with _open_checkpoint(path) as (archive, views):
+        return _materialise_all(views, archive, max_bytes, path)
+
+
+def _materialise_all(
+    views: Mapping[str, _TensorSpec], archive: zipfile.ZipFile, max_bytes: int, path: str
+) -> dict[str, np.ndarray]:
+    """Every tensor's values, once the storages they view hold at most ``max_bytes`` in all."""
+    _check_total(views, max_bytes, path)
+    storages: dict[str, np.ndarray] = {}
+    return {key: _materialise(spec, storages, archive) for key, spec in views.items()}
 
 
 def _shift_block(torch_prefix: str) -> Callable[[re.Match], str]:
@@ -324,71 +437,96 @@ def _listing(keys: list[str]) -> str:
     return f"{len(keys)} {noun} ({shown}{', ...' if len(keys) > 4 else ''})"
 
 
+def _plan(arch: str, shapes: Mapping[str, tuple[int, ...]], source: str) -> tuple[nn.Module, dict[tuple[str, ...], Any]]:
+    """The module of `arch` and its parameters' shapes by Flax path, once every tensor the state dict
+    must hold is there, of the right shape, and nothing else is (judged from `shapes` alone)."""
+    spec = _architecture(arch)
+    model = spec.module(**spec.fields)
+    probe = jnp.zeros((1, _PROBE_SIZE, _PROBE_SIZE, 3), jnp.float32)
+    shapes_tree = jax.eval_shape(lambda: model.init(jax.random.key(0), probe))["params"]
+    targets = flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes_tree))
+    keys = {path: _torch_key(path, spec) for path in targets}
+
+    missing = sorted(key for key in keys.values() if key not in shapes)
+    if missing:
+        raise ValueError(f"{source} lacks {_listing(missing)}; pass the authors' {arch} checkpoint ({dict(spec.fields)}).")
+    unused = sorted(set(shapes) - set(keys.values()))
+    if unused:
+        raise ValueError(
+            f"{source} has {_listing(unused)} that {arch} does not use; pass the authors' {arch} checkpoint "
+            f"({dict(spec.fields)})."
+        )
+    for path, target in targets.items():
+        shape = tuple(shapes[keys[path]])
+        # A zero-stride stand-in of that shape: the layout change costs no memory.
+        if _to_flax_layout(np.broadcast_to(np.float32(0), shape), len(target.shape)).shape != target.shape:
+            raise ValueError(
+                f"{source} tensor {keys[path]!r} of shape {shape} does not fit parameter {'/'.join(path)} of shape "
+                f"{target.shape}; pass the authors' {arch} checkpoint ({dict(spec.fields)})."
+            )
+    return model, {path: (keys[path], target) for path, target in targets.items()}
+
+
 def convert_state_dict(
-    arch: str, state_dict: Mapping[str, np.ndarray]
+    arch: str, state_dict: Mapping[str, np.ndarray], *, source: str | None = None
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The kdjax module of `arch` and its float32 Flax parameters from the authors' state dict.
 
     Every Flax parameter is taken from exactly one tensor, converted to the Flax layout and
-    shape-checked; a missing, unused or mis-shaped tensor raises ValueError.
+    shape-checked; a missing, unused, mis-shaped or non-finite tensor raises ValueError
+    (naming `source`, the checkpoint file, when given).
     """
-    spec = _architecture(arch)
-    model = spec.module(**spec.fields)
-    probe = jnp.zeros((1, _PROBE_SIZE, _PROBE_SIZE, 3), jnp.float32)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), probe))["params"]
-    targets = flax.traverse_util.flatten_dict(flax.core.unfreeze(shapes))
-    keys = {path: _torch_key(path, spec) for path in targets}
-
-    missing = sorted(key for key in keys.values() if key not in state_dict)
-    if missing:
-        raise ValueError(
-            f"The {arch} checkpoint lacks {_listing(missing)}; pass the authors' {arch} "
-            f"checkpoint ({dict(spec.fields)})."
-        )
-    unused = sorted(set(state_dict) - set(keys.values()))
-    if unused:
-        raise ValueError(
-            f"The {arch} checkpoint has {_listing(unused)} that {arch} does not use; pass the "
-            f"authors' {arch} checkpoint ({dict(spec.fields)})."
-        )
+    source = f"The {arch} checkpoint{f' {source}' if source else ''}"
+    model, plan = _plan(arch, {key: np.shape(value) for key, value in state_dict.items()}, source)
     params = {}
-    for path, target in targets.items():
-        tensor = np.asarray(state_dict[keys[path]])
-        converted = _to_flax_layout(tensor, len(target.shape))
-        if converted.shape != target.shape:
+    for path, (key, target) in plan.items():
+        tensor = np.asarray(state_dict[key])
+        if not np.all(np.isfinite(tensor)):
             raise ValueError(
-                f"The {arch} checkpoint tensor {keys[path]!r} of shape {tensor.shape} does not "
-                f"fit parameter {'/'.join(path)} of shape {target.shape}; pass the authors' "
-                f"{arch} checkpoint ({dict(spec.fields)})."
+                f"{source} tensor {key!r} holds NaN or infinite values, so the model it saved diverged or the file "
+                "is damaged; pass a checkpoint of a trained model."
             )
-        params[path] = jnp.asarray(converted, jnp.float32)
+        params[path] = jnp.asarray(_to_flax_layout(tensor, len(target.shape)), jnp.float32)
     return model, flax.traverse_util.unflatten_dict(params)
 
 
 def import_checkpoint(arch: str, path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
     """Reads the authors' checkpoint of `arch` and converts it.
 
+    The tensors' names and shapes are checked against `arch` before any storage is inflated,
+    and the storages may hold at most twice the bytes those tensors need (plus 1 MiB), so a
+    small file cannot make the import allocate more than a normal one.
+
     Returns:
       A model config ``{"name": arch, "dtype": "float32", "overrides": fields}`` for
       ``kdjax.models.build_model`` (the fields pin the checkpoint's architecture whatever
       the preset), and the float32 parameter tree for ``model.apply({"params": params}, x)``.
     """
-    _, params = convert_state_dict(arch, read_state_dict(path))
+    path = os.fspath(path)
+    with _open_checkpoint(path) as (archive, views):
+        _plan(arch, {key: spec.shape for key, spec in views.items()}, f"The {arch} checkpoint {path}")
+        needed = sum(math.prod(spec.shape) * spec.storage.dtype.itemsize for spec in views.values())
+        state = _materialise_all(views, archive, _STORAGE_SLACK * needed + _STORAGE_SLACK_BYTES, path)
+    _, params = convert_state_dict(arch, state, source=path)
     config = {"name": arch, "dtype": "float32", "overrides": dict(_architecture(arch).fields)}
     return config, params
 
 
-def import_to_folder(arch: str, checkpoint: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+def import_to_folder(
+    arch: str, checkpoint: str | os.PathLike, output_dir: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
     """Converts the authors' checkpoint of `arch` into a kdjax model folder (``kdjax import-weights``).
 
     The folder is what ``kdjax.weights`` reads everywhere (``kdjax evaluate``, ``sharpen``,
     ``kdjax.load``, a distillation's ``config.teacher.workdir``): its config is the default
     run config with this model, in the upscale task of the published tables (bicubic
-    downscaling by the model's scale, PSNR/SSIM with a border crop of the scale).
+    downscaling by the model's scale, PSNR/SSIM with a border crop of the scale). The output
+    is refused before the checkpoint is read where `weights.write_model_folder` would refuse it.
     """
     from kdjax import config as config_lib  # pylint: disable=import-outside-toplevel  # run config only here
     from kdjax import degradations, weights  # pylint: disable=import-outside-toplevel
 
+    outputs.check_output(output_dir, overwrite=overwrite, folder=True, inputs=[checkpoint])
     model_config, params = import_checkpoint(arch, checkpoint)
     config = config_lib.base_config()
     config.model = ml_collections.ConfigDict(model_config)
@@ -401,4 +539,4 @@ def import_to_folder(arch: str, checkpoint: str | os.PathLike, output_dir: str |
         "model": arch,
         "params": int(sum(np.size(leaf) for leaf in jax.tree.leaves(params))),
     }
-    return weights.write_model_folder(output_dir, config, params, provenance)
+    return weights.write_model_folder(output_dir, config, params, provenance, overwrite=overwrite, inputs=[checkpoint])

@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 from flax import serialization
 
-from kdjax import catalog
+from kdjax import catalog, outputs
 # The file names of a model folder, and the released models, are read without JAX by kdjax.catalog.
 from kdjax.catalog import CONFIG_FILE, EXPORT_FILE, PARAMS_FILE, released_models
 from kdjax.models import build_model, count_params, inference_form
@@ -156,16 +156,17 @@ def restore_params(
     return config, params
 
 
-def export_params(workdir: str | Path, output_dir: str | Path, *, which: str = "latest", ema: bool = True) -> Path:
+def export_params(
+    workdir: str | Path, output_dir: str | Path, *, which: str = "latest", ema: bool = True, overwrite: bool = False
+) -> Path:
     """Writes one checkpoint's model parameters as a model folder (see the module docstring).
 
     ``restore_params``, ``kdjax.load`` and every ``kdjax`` command read it like a workdir,
-    and distillation can name it as ``config.teacher.workdir``.
+    and distillation can name it as ``config.teacher.workdir``. The output follows
+    `write_model_folder`; it may not be the workdir nor hold it.
     """
     check_which(which)
-    output = Path(output_dir)
-    if output.resolve() == Path(workdir).resolve():
-        raise ValueError(f"--output={output} is the workdir itself; export to a new folder.")
+    output = outputs.check_output(output_dir, overwrite=overwrite, folder=True, inputs=[workdir])
     config = load_config(workdir)
     params, step = _read_checkpoint(Path(workdir), config, which, ema)
     # Exported in the form to deploy (a re-parameterisable student folded to plain convolutions).
@@ -178,19 +179,30 @@ def export_params(workdir: str | Path, output_dir: str | Path, *, which: str = "
         "model": config.model.name,
         "params": count_params(params),
     }
-    write_model_folder(output, config, params, provenance)
+    write_model_folder(output, config, params, provenance, overwrite=overwrite, inputs=[workdir])
     return output
 
 
 def write_model_folder(
-    output_dir: str | Path, config: ml_collections.ConfigDict, params: Any, provenance: dict[str, Any]
+    output_dir: str | Path,
+    config: ml_collections.ConfigDict,
+    params: Any,
+    provenance: dict[str, Any],
+    *,
+    overwrite: bool = False,
+    inputs: tuple[str | Path, ...] | list[str | Path] = (),
 ) -> Path:
-    """Writes ``config.json``, ``params.msgpack`` and ``export.json`` (``provenance``) to a folder."""
-    output = Path(output_dir)
-    # Only an empty folder or an earlier model folder is written into: never anything else.
-    if output.exists() and any(output.iterdir()) and not is_model_folder(output):
-        raise ValueError(f"{output} exists and is not an exported model; choose an empty or new folder.")
-    save_config(output, config)
-    (output / PARAMS_FILE).write_bytes(serialization.to_bytes(jax.device_get(params)))
-    (output / EXPORT_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
+    """Writes ``config.json``, ``params.msgpack`` and ``export.json`` (``provenance``) as a folder.
+
+    The folder is filled under a temporary name and renamed when complete
+    (`kdjax.outputs.atomic_folder`). What `kdjax.outputs.check_output` refuses is refused: a
+    released model's folder or a folder inside a model folder, an ``inputs`` path or a folder
+    holding one, a file, a folder that is neither empty nor an exported model, and (without
+    ``overwrite``) an earlier exported model, which ``overwrite`` replaces whole.
+    """
+    output = outputs.check_output(output_dir, overwrite=overwrite, folder=True, inputs=inputs)
+    with outputs.atomic_folder(output) as folder:
+        save_config(folder, config)
+        (folder / PARAMS_FILE).write_bytes(serialization.to_bytes(jax.device_get(params)))
+        (folder / EXPORT_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
     return output

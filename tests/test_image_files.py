@@ -130,7 +130,7 @@ def test_16_bit_input_gives_16_bit_output_with_16_bit_precision(released, name, 
 
 def test_16_bit_png_sharpened_from_the_api_matches_the_file_path(released, tmp_path):
     rgb = _photo16()
-    (tmp_path / "in.png").write_bytes(images._png_16_bit(rgb, images.ImageMetadata(bit_depth=16)))
+    images.write_image_file(tmp_path / "in.png", rgb, images.ImageMetadata(bit_depth=16))
     files.sharpen_paths(released, tmp_path / "in.png", tmp_path / "out.png")
     from_api = released(rgb)
     assert from_api.dtype == np.uint16
@@ -152,7 +152,7 @@ def test_16_bit_images_in_tiles_and_batches(released):
 
 
 def test_bit_depth_flag_and_dtype_from_the_command_line(tmp_path):
-    (tmp_path / "in.png").write_bytes(images._png_16_bit(_photo16(), images.ImageMetadata(bit_depth=16)))
+    images.write_image_file(tmp_path / "in.png", _photo16(), images.ImageMetadata(bit_depth=16))
     command = [sys.executable, str(REPO / "launch.py"), "sharpen", "--model=realtime_kd_x2", "--tile=0"]
     paths = [f"--input={tmp_path / 'in.png'}", f"--output={tmp_path / 'out.png'}"]
     result = subprocess.run([*command, *paths, "--bit_depth=8", "--dtype=bfloat16"], capture_output=True, text=True, timeout=300)

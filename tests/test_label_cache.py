@@ -2,6 +2,9 @@
 computed once, and patches cut from the (input, teacher output, target) triple at one place."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -68,12 +71,17 @@ def _image_folder(root, sizes):
 
 
 def _upscale_data_config(tmp_path, variants=1):
+    return _data_config(_image_folder(tmp_path, [(64, 96), (71, 51), (64, 64)]), tmp_path / "cache", variants)
+
+
+def _data_config(images, cache_dir, variants):
+    """Upscale x2 (bicubic) of the images in ``images``, each degraded ``variants`` times into ``cache_dir``."""
     data_cfg = data.default_data_config()
-    data_cfg.train_source = data.folder_source_config(_image_folder(tmp_path, [(64, 96), (71, 51), (64, 64)]))
+    data_cfg.train_source = data.folder_source_config(images)
     data_cfg.degradation = degradations.bicubic_only_config(scale=2, task="upscale")
     data_cfg.patch_size = 16
     data_cfg.cache_variants = variants
-    data_cfg.cache_dir = str(tmp_path / "cache")
+    data_cfg.cache_dir = str(cache_dir)
     return data_cfg
 
 
@@ -272,3 +280,69 @@ def test_settings_the_label_cache_cannot_serve_are_one_sentence(tmp_path, change
         config.loss.feature_pairs = change["feature_pairs"]
     with pytest.raises(ValueError, match=message):
         config_lib.validate(config)
+
+
+def _files(folder):
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_damaged_cache_is_found_and_repaired_with_a_warning_naming_each_file(tmp_path, caplog):
+    data_cfg = _upscale_data_config(tmp_path, variants=2)
+    folder = data.write_degraded_images(data_cfg)
+    teacher = _load(_tiny_teacher(tmp_path), parallel.make_mesh(jax.devices()[:1]))
+    labels = distill.label_degraded_images(folder, teacher)
+    intact = _files(folder)
+    truncated, deleted, garbage = folder / "images" / "00001_0.npz", folder / "images" / "00002_1.npz", labels / "00000_1.npy"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    deleted.unlink()
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, garbage.stat().st_size, dtype=np.uint8).tobytes())
+
+    with caplog.at_level("WARNING"):
+        assert data.write_degraded_images(data_cfg) == folder
+        assert distill.label_degraded_images(folder, teacher) == labels
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert sorted(warnings) == sorted([
+        f"Cache file {truncated} is damaged (100 bytes where {len(intact[truncated.relative_to(folder)])} were "
+        "written); re-degrading it.",
+        f"Cache file {deleted} is damaged (it is missing); re-degrading it.",
+        f"Cache file {garbage} is damaged (its checksum differs from the one recorded when it was written); "
+        "labelling it again with the teacher.",
+    ]), warnings
+    assert _files(folder) == intact  # the same bytes again: variant k of image i is drawn from [i, k]
+    caplog.clear()
+    data.write_degraded_images(data_cfg)  # whole now: nothing to say
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+_FILL_THE_CACHE = """
+import sys
+from pathlib import Path
+import jax
+sys.path.insert(0, sys.argv[1])
+from kdjax import data, distill, parallel
+import test_label_cache as t
+tmp = Path(sys.argv[2])
+folder = data.write_degraded_images(t._data_config(tmp / "train_images", tmp / "shared", variants=2))
+distill.label_degraded_images(folder, t._load(tmp / "teacher", parallel.make_mesh(jax.devices()[:1])))
+"""
+
+
+def test_two_processes_filling_one_fresh_cache_both_finish_with_identical_complete_files(tmp_path):
+    _image_folder(tmp_path, [(64, 96), (71, 51), (64, 64), (48, 80), (80, 48), (56, 56)])
+    teacher = _load(_tiny_teacher(tmp_path), parallel.make_mesh(jax.devices()[:1]))
+    reference = data.write_degraded_images(_data_config(tmp_path / "train_images", tmp_path / "reference", variants=2))
+    distill.label_degraded_images(reference, teacher)
+    command = [sys.executable, "-c", _FILL_THE_CACHE, str(Path(__file__).parent), str(tmp_path)]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+    (shared,) = (tmp_path / "shared").iterdir()
+    assert shared.name == reference.name
+    files, expected = _files(shared), _files(reference)
+    # Complete and identical, manifests included; the image folder's marker records its cache_dir.
+    marker = Path("images/COMPLETE")
+    assert files.pop(marker).replace(b"/shared", b"/reference") == expected.pop(marker)
+    assert files == expected
+    assert len([name for name in files if name.suffix == ".npy"]) == 12
+    assert not [name for name in files if ".kdjax-" in name.name or name.name.endswith(".partial")]

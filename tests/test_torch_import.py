@@ -398,3 +398,98 @@ def test_imported_checkpoints_reproduce_the_authors_set5_figures(arch, tmp_path)
     assert results["model"]["psnr_y"] == pytest.approx(psnr_reference, abs=0.05)
     assert results["model"]["ssim_y"] == pytest.approx(ssim_reference, abs=5e-4)
     assert results["input"]["psnr_y"] == pytest.approx(33.66, abs=0.02)  # the published bicubic row
+
+
+# --- Hostile and damaged checkpoints: one sentence each, nothing inflated before it is checked. ----
+
+
+def _save_state_dict(path: Path, state: dict[str, np.ndarray]) -> Path:
+    """Writes `state` as torch.save would, one float32 storage per tensor."""
+    tensors, storages = {}, {}
+    for index, (name, array) in enumerate(state.items()):
+        array = np.ascontiguousarray(array, np.float32)
+        storages[str(index)] = array.ravel()
+        strides = tuple(stride // array.itemsize for stride in array.strides)
+        tensors[name] = ("FloatStorage", str(index), array.size, 0, array.shape, strides)
+    return _write_torch_file(path, tensors, storages)
+
+
+def _with_zero_entry(source: Path, path: Path, entry: str, size: int) -> Path:
+    """A copy of the checkpoint `source` whose storage `entry` is replaced by `size` deflated zero
+    bytes, its data.pkl declaring that many elements: a consistent file, only far too large."""
+    with zipfile.ZipFile(source) as original, zipfile.ZipFile(path, "w") as archive:
+        for info in original.infolist():
+            if info.filename == entry:
+                deflated = zipfile.ZipInfo(entry)
+                deflated.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(deflated, "w", force_zip64=True) as file:
+                    for _ in range(size >> 20):
+                        file.write(bytes(1 << 20))
+            elif info.filename.endswith("data.pkl"):
+                old_numel = original.getinfo(entry).file_size // 4
+                pickled = original.read(info).replace(
+                    b"J" + struct.pack("<i", old_numel) + b"tQ", b"J" + struct.pack("<i", size // 4) + b"tQ", 1
+                )
+                archive.writestr(info, pickled)
+            else:
+                archive.writestr(info, original.read(info))
+    return path
+
+
+def test_a_storage_far_larger_than_its_tensors_is_refused_before_it_is_inflated(tmp_path):
+    state = _torch_layout_state_dict("rlfn_s")
+    normal = _save_state_dict(tmp_path / "normal.pth", state)
+    assert torch_import.import_checkpoint("rlfn_s", normal)[0]["name"] == "rlfn_s"
+    # Storage 0 (conv_1.weight) becomes 64 MiB of deflated zeros (64 KiB in the file): its
+    # tensor still has the right shape, but the storages hold far more than rlfn_s needs.
+    first = next(iter(state))
+    bloated = _with_zero_entry(normal, tmp_path / "bloated.pth", "archive/data/0", 64 << 20)
+    assert bloated.stat().st_size < normal.stat().st_size + (1 << 17)
+    with pytest.raises(ValueError, match=rf"storage entry archive/data/0 holds 67108864 bytes of which its tensors use "
+                       rf"{state[first].size * 4}") as error:
+        torch_import.import_checkpoint("rlfn_s", bloated)
+    assert "\n" not in str(error.value) and str(error.value).count(". ") == 0
+
+
+def test_declared_sizes_views_and_damage_are_checked_before_anything_is_read(tmp_path):
+    storages = {"0": np.zeros(4, np.float32)}
+    # data.pkl says 1,000,000 elements; the zip header says 16 bytes.
+    lying = _write_torch_file(tmp_path / "lying.pth", {"w": ("FloatStorage", "0", 10**6, 0, (4,), (1,))}, storages)
+    with pytest.raises(ValueError, match=r"storage entry archive/data/0 of 16 bytes where data.pkl describes 1000000"):
+        torch_import.read_state_dict(lying)
+    # A zero-stride view of a huge shape (the 642-byte file): refused by its element count
+    # before anything is materialised, with or without an architecture.
+    huge = {"w": ("FloatStorage", "0", 4, 0, (1 << 20, 1 << 20), (0, 0))}
+    repeated = _write_torch_file(tmp_path / "repeated.pth", huge, storages)
+    for read in (torch_import.read_state_dict, lambda path: torch_import.import_checkpoint("rlfn_s", path)):
+        with pytest.raises(ValueError, match=r"'w' .* repeats the 4 elements of its storage archive/data/0 as 10995"):
+            read(repeated)
+    # A view of the right size but the wrong shape for the architecture: refused by name and shape.
+    state = _torch_layout_state_dict("rlfn_s")
+    state["conv_1.weight"] = np.zeros((52, 3, 3, 3), np.float32)
+    with pytest.raises(ValueError, match=r"misshaped.pth tensor 'conv_1.weight' of shape \(52, 3, 3, 3\) does not fit"):
+        torch_import.import_checkpoint("rlfn_s", _save_state_dict(tmp_path / "misshaped.pth", state))
+
+    # A flipped byte in a storage: its CRC no longer matches.
+    damaged = tmp_path / "damaged.pth"
+    data = bytearray(_save_state_dict(tmp_path / "ok.pth", {"w": np.arange(8, dtype=np.float32)}).read_bytes())
+    data[data.index(np.arange(8, dtype=np.float32).tobytes()) + 5] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"damaged.pth is damaged \(Bad CRC-32 for file 'archive/data/0'\); download"):
+        torch_import.read_state_dict(damaged)
+
+    # A pickle that calls a storage class itself (torch.FloatStorage()) instead of naming it.
+    writer = _PickleWriter()
+    writer.global_("torch", "FloatStorage")
+    writer.data += b")R."  # EMPTY_TUPLE, REDUCE, STOP
+    called = _write_torch_file(tmp_path / "called.pth", {}, {}, pickled=bytes(writer.data))
+    with pytest.raises(ValueError, match=r"called.pth builds a torch.FloatStorage itself, which torch.save never"):
+        torch_import.read_state_dict(called)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    state = _torch_layout_state_dict("rlfn_s")
+    state["block_2.c1_r.bias"][3] = np.nan
+    path = _save_state_dict(tmp_path / "diverged.pth", state)
+    with pytest.raises(ValueError, match=r"diverged.pth tensor 'block_2.c1_r.bias' holds NaN or infinite values"):
+        torch_import.import_checkpoint("rlfn_s", path)

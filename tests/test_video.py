@@ -273,7 +273,7 @@ def test_unwritable_outputs_are_one_sentence_errors(clip, tmp_path, name, option
 def test_writing_over_the_input_is_refused(clip):
     with pytest.raises(video.VideoError) as error:
         video.sharpen_video(clip, clip, lambda frames: frames, progress=False)
-    _assert_one_sentence_naming(error, clip, "it is the input video")
+    _assert_one_sentence_naming(error, clip, "is the input")
 
 
 def test_bad_predictor_output_is_reported_and_leaves_no_file(clip, tmp_path):

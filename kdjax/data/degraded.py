@@ -17,8 +17,10 @@ change writes a new folder; runs sharing the data share it):
 * ``teacher-<digest>/views/<i>_<k>.npz``: with ``loss.aux_kd_weight`` > 0, two auxiliary
   views of the example the ground truth cannot label and the teacher's output on each
   (``zoom_views``; data-upcycling KD, DUKD, Zhang et al. 2023),
-* ``COMPLETE`` (and ``teacher-<digest>/COMPLETE``, ``.../views/COMPLETE``): written last, so an
-  interrupted build is redone rather than read.
+* ``MANIFEST.json`` and ``COMPLETE`` in ``images/`` and in each teacher folder: every file's size and SHA-256,
+  and the marker written last, so an interrupted build is finished rather than read
+  (``kdjax.data.cache_files``: files are checked against the manifest at the start of every
+  run, and a damaged one is degraded, or labelled, again with a warning naming it).
 
 A run with and one without a teacher on the same data config read the same inputs and cut
 the same patches: the no-KD baseline sees exactly the KD run's stream.
@@ -26,7 +28,9 @@ the same patches: the no-KD baseline sees exactly the KD run's stream.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import os
 import threading
@@ -35,14 +39,13 @@ from typing import Any
 
 import ml_collections
 import numpy as np
-import tqdm
 
 from kdjax import degradations
+from kdjax.data import cache_files
 from kdjax.data.sources import PairedFolder, build_source
 from kdjax.data.transforms import mod_crop
 from kdjax.imresize import imresize
 
-COMPLETE = "COMPLETE"
 # np.load parses each array's header with ast.literal_eval, which CPython 3.11 can fail with
 # "SystemError: AST constructor recursion depth mismatch" when Grain's read threads parse at
 # once (python/cpython#106905); reads of stored examples therefore take turns.
@@ -64,23 +67,20 @@ def example_names(folder: Path) -> list[str]:
     return sorted(path.stem for path in (folder / "images").glob("*.npz"))
 
 
-def save_atomically(path: Path, save) -> None:
-    """Writes ``path`` through ``save(file)`` into a ``.partial`` file renamed when complete, so
-    an interrupted write never leaves a file that looks finished."""
-    temporary = path.with_name(path.name + ".partial")
-    with open(temporary, "wb") as file:
-        save(file)
-    os.replace(temporary, path)
+def serialized(save) -> bytes:
+    """The bytes ``save(file)`` writes (``np.save`` or ``np.savez`` of one cache file)."""
+    buffer = io.BytesIO()
+    save(buffer)
+    return buffer.getvalue()
 
 
 def write_degraded_images(data_cfg: ml_collections.ConfigDict) -> Path:
     """Degrades every training image ``data_cfg.cache_variants`` times, once; returns the folder.
 
-    An already complete folder is reused as it is.
+    An already complete folder is reused once its files are verified (`cache_files.fill`: a
+    damaged one is degraded again from its image, with a warning).
     """
     folder = cache_folder(data_cfg)
-    if (folder / COMPLETE).is_file():
-        return folder
     source = build_source(data_cfg.train_source)
     if isinstance(source, PairedFolder):
         raise ValueError(
@@ -88,18 +88,21 @@ def write_degraded_images(data_cfg: ml_collections.ConfigDict) -> Path:
             "so set data.cache_variants=0 for them."
         )
     degradation = degradations.build_degradation(data_cfg.degradation, train=True)
-    (folder / "images").mkdir(parents=True, exist_ok=True)
-    variants = data_cfg.cache_variants
-    for index in tqdm.trange(len(source), desc="Degrading training images", unit="image"):
-        example = source[index]
-        target = mod_crop(example["image"], degradation.scale)
-        for variant in range(variants):
-            degraded = degradation(target, np.random.default_rng([index, variant]))
-            save_atomically(
-                folder / "images" / f"{index:05d}_{variant}.npz",
-                lambda file, d=degraded: np.savez(file, input=d, target=target),
-            )
-    (folder / COMPLETE).write_text(json.dumps(data_cfg.to_dict(), indent=2, default=str) + "\n")
+
+    @functools.lru_cache(maxsize=1)  # the variants of an image are made one after the other
+    def target(index: int) -> np.ndarray:
+        return mod_crop(source[index]["image"], degradation.scale)
+
+    def degrade(name: str) -> bytes:
+        index, variant = (int(part) for part in Path(name).stem.split("_"))
+        degraded = degradation(target(index), np.random.default_rng([index, variant]))
+        return serialized(lambda file: np.savez(file, input=degraded, target=target(index)))
+
+    names = [f"{index:05d}_{variant}.npz" for index in range(len(source)) for variant in range(data_cfg.cache_variants)]
+    cache_files.fill(
+        folder / "images", names, degrade, description="Degrading training images", remedy="re-degrading it",
+        complete_text=json.dumps(data_cfg.to_dict(), indent=2, default=str) + "\n",
+    )
     return folder
 
 
@@ -146,11 +149,11 @@ class DegradedImages:
         self.teacher_dir = None if teacher_dir is None else Path(teacher_dir)
         self.views = views
         self.names = tuple(example_names(self.folder))
-        if not (self.folder / COMPLETE).is_file() or not self.names:
+        if not cache_files.is_complete(self.folder / "images") or not self.names:
             raise ValueError(f"{self.folder} is not a complete degraded-image cache; delete it so the run rebuilds it.")
-        if self.teacher_dir is not None and not (self.teacher_dir / COMPLETE).is_file():
+        if self.teacher_dir is not None and not cache_files.is_complete(self.teacher_dir):
             raise ValueError(f"{self.teacher_dir} holds no complete teacher labels; delete it so the run relabels.")
-        if views and (self.teacher_dir is None or not (self.teacher_dir / VIEWS / COMPLETE).is_file()):
+        if views and (self.teacher_dir is None or not cache_files.is_complete(self.teacher_dir / VIEWS)):
             raise ValueError(
                 f"{self.teacher_dir} holds no complete labelled views; delete its {VIEWS} folder so the run relabels."
             )

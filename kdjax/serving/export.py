@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import outputs
 from kdjax.models.layers import bicubic_phase_taps
 from kdjax.models.students import RealtimeCNN, RepCNN, ResidualCNN
 
@@ -128,12 +129,16 @@ def export_stablehlo(
     width: int | None = None,
     batch: int | None = None,
     platforms: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> jax.export.Exported:
     """Serializes `model` with `params` baked in to `path`; returns the `Exported`.
 
     `height`, `width`, `batch` left as None are symbolic (any size; H and W >= the model's
     `size_multiple`, and >= 2 for an upscaler, whose bicubic base mirrors 2 pixels at the
-    border); `platforms` (e.g. ("cpu", "cuda")) defaults to the current backend.
+    border); `platforms` (e.g. ("cpu", "cuda")) defaults to the current backend. Models whose
+    layers need the image size when traced (the Swin, RLFN and BSRN teachers: attention masks
+    and resizes computed from it) export only with fixed `height` and `width`. `path` follows
+    `kdjax.outputs` (an existing file is replaced only with `overwrite`).
     """
     multiple = model.size_multiple
     smallest = max(multiple, 2 if model.scale > 1 else 1)
@@ -141,6 +146,7 @@ def export_stablehlo(
     _check_size("width", width, smallest)
     _check_size("batch", batch, 1)
     _check_params(model, params)
+    outputs.check_output(path, overwrite=overwrite)
     scale = model.scale
 
     def forward(x: jax.Array) -> jax.Array:
@@ -152,10 +158,19 @@ def export_stablehlo(
     spec = ", ".join(name if value is None else str(value) for name, value in dims.items())
     constraints = [f"{name} >= {smallest}" for name in ("height", "width") if dims[name] is None]
     shape = jax.export.symbolic_shape(f"{spec}, 3", constraints=constraints)
-    exported = jax.export.export(jax.jit(forward), platforms=platforms)(
-        jax.ShapeDtypeStruct(shape, jnp.float32)
-    )
-    with open(path, "wb") as file:
+    try:
+        exported = jax.export.export(jax.jit(forward), platforms=platforms)(
+            jax.ShapeDtypeStruct(shape, jnp.float32)
+        )
+    except Exception as error:  # tracing with symbolic sizes fails in many ways; --debug shows which
+        if height is not None and width is not None:
+            raise
+        raise ValueError(
+            f"{type(model).__name__} cannot be exported to {path} for any image size, as its layers need a fixed "
+            "height and width when traced; export it for one size from Python (export_stablehlo with height= and "
+            "width=) or run it with kdjax sharpen."
+        ) from error
+    with outputs.atomic_file(path) as temporary, open(temporary, "wb") as file:
         file.write(exported.serialize())
     return exported
 
@@ -199,18 +214,22 @@ def export_onnx(
     *,
     height: int | None = None,
     width: int | None = None,
+    overwrite: bool = False,
 ) -> None:
     """Writes an ONNX graph of a 3x3-convolution student with `params` to `path`.
 
     `height`/`width` None are dynamic (any size >= the model's `size_multiple`, and >= 2 for
     an upscaler); batch is always dynamic. Needs the `onnx` package (the `export` extra).
+    `path` follows `kdjax.outputs` (an existing file is replaced only with `overwrite`).
     """
     if not isinstance(model, (RealtimeCNN, ResidualCNN, RepCNN)):
         raise ValueError(
-            f"ONNX export supports the realtime, residual and rep students, not {type(model).__name__}; "
-            "use the StableHLO export for it (export_stablehlo, or kdjax export --format=stablehlo)."
+            f"ONNX export supports the realtime, residual and rep students, not {type(model).__name__}; export "
+            f"{type(model).__name__} to StableHLO for one image size from Python (export_stablehlo with height= and "
+            "width=) or run it with kdjax sharpen."
         )
     _check_params(model, params)
+    outputs.check_output(path, overwrite=overwrite)
     if isinstance(model, RepCNN) and not model.folded:
         overrides, params = model.inference_form(params)
         model = model.clone(**overrides)
@@ -226,7 +245,8 @@ def export_onnx(
     graph.build_student(model, params, height, width)
     proto = graph.model(model.scale, height, width)
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, os.fspath(path))
+    with outputs.atomic_file(path) as temporary:
+        onnx.save(proto, os.fspath(temporary))
 
 
 class _OnnxGraph:

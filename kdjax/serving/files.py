@@ -9,7 +9,9 @@ under the output folder (several inputs: each under its own name there). Images 
 video of the same container where it holds H.264 (`VIDEO_OUTPUT_SUFFIXES`), else to an .mp4.
 
 An input is never overwritten: outputs are compared with the inputs by file identity, so a link
-to an input or another spelling of its path is refused too, whatever `overwrite` says. Image
+to an input or another spelling of its path is refused too, whatever `overwrite` says; outputs
+follow `kdjax.outputs` (never inside a model folder, written under a temporary name renamed when
+complete). Image
 files are read and written with `kdjax.images.read_image_file` and `write_image_file`: the model
 sees the upright RGB pixels at up to 16 bits, and the output keeps the input's alpha (resized
 with the image by an upscaling model), bit depth (or the one asked for), ICC profile and EXIF.
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from kdjax import outputs
 from kdjax.images import (
     IMAGE_EXTENSIONS,
     ImageMetadata,
@@ -277,6 +280,9 @@ def plan_paths(
         if resolved in written_by:
             raise ValueError(f"Inputs {written_by[resolved]} and {job.src} would both be written to {job.dst}; rename one.")
         written_by[resolved] = job.src
+        # Released and exported model folders, an output under a file or in a folder kdjax cannot
+        # write: refused before any work (an existing output is the caller's to skip or replace).
+        outputs.check_output(job.dst, overwrite=True)
     return Plan(jobs, skipped, single, target, overwrite)
 
 
@@ -306,9 +312,9 @@ def _sharpen_image(sharpener: Sharpener, job: Job, bit_depth: int | str) -> Writ
     return Written(job.src, job.dst, pixels.shape[:2], output.shape[:2], None, time.perf_counter() - start)
 
 
-def _sharpen_video(sharpener: Sharpener, job: Job, progress: bool) -> Written:
+def _sharpen_video(sharpener: Sharpener, job: Job, progress: bool, overwrite: bool) -> Written:
     job.dst.parent.mkdir(parents=True, exist_ok=True)  # the video writer wants its folder
-    report = sharpener.sharpen_video(job.src, job.dst, progress=progress)
+    report = sharpener.sharpen_video(job.src, job.dst, progress=progress, overwrite=overwrite)
     return Written(job.src, job.dst, report.input_size, report.output_size, report.frames, report.seconds)
 
 
@@ -330,7 +336,7 @@ def sharpen_planned(
             if job.kind == "image":
                 written.append(_sharpen_image(sharpener, job, bit_depth))
             else:
-                written.append(_sharpen_video(sharpener, job, progress and plan.single))
+                written.append(_sharpen_video(sharpener, job, progress and plan.single, plan.overwrite))
         except (ImageReadError, VideoError) as error:
             if plan.single:
                 raise

@@ -53,6 +53,8 @@ from av.video.format import VideoFormat
 from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
+from kdjax import outputs
+
 __all__ = [
     "VIDEO_EXTENSIONS",
     "PredictBatch",
@@ -246,6 +248,7 @@ def sharpen_video(
     pix_fmt: str = "yuv420p",
     codec_options: Mapping[str, str] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> VideoReport:
     """Runs ``predict_batch`` on every frame of a video and encodes the result, keeping the audio.
 
@@ -253,8 +256,9 @@ def sharpen_video(
     ``batch_size`` frames at a time, and encoded to ``dst`` at the predicted size, each frame
     with its input timestamp. Audio and subtitle streams are copied unchanged when the output
     container can hold them, and a display rotation (phone videos) is kept. ``dst`` is written
-    under a temporary name next to it and renamed when complete, replacing any file there, so it
-    never holds a partial video.
+    under a temporary name of this process next to it (`kdjax.outputs.atomic_file`) and renamed
+    when complete, so it never holds a partial video; an existing ``dst`` is replaced only with
+    ``overwrite``. Fewer frames decoded than the header counts (a truncated input) is a warning.
 
     Args:
       src: the input video.
@@ -270,6 +274,7 @@ def sharpen_video(
         resolution; "rgb24" with libx264rgb.
       codec_options: further encoder options, e.g. {"preset": "veryfast"} or {"qp": "0"}.
       progress: show a progress bar (frames/s, and the ETA when the frame count is known).
+      overwrite: replace an existing ``dst`` (never the input, nor a file in a model folder).
 
     Returns:
       A `VideoReport`.
@@ -285,21 +290,26 @@ def sharpen_video(
     src, dst = Path(src), Path(dst)
     _check_encoder(codec, pix_fmt, dst)
     _check_output_path(src, dst)
+    try:
+        outputs.check_output(dst, overwrite=overwrite, inputs=[src])
+    except outputs.OutputError as error:
+        raise VideoError(str(error)) from None
     options = dict(codec_options or {})
     if crf is not None:
         options["crf"] = str(crf)
     # The temporary name keeps the suffix: FFmpeg picks the container from it.
-    partial = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    try:
-        with _open_input(src) as container:
-            info = _describe(container, src)
-            with av.open(str(partial), mode="w") as output:
-                frames, output_size, copied, skipped = _transcode(
-                    container, output, info, dst, predict_batch, batch_size, codec, pix_fmt, options, progress
-                )
-        os.replace(partial, dst)
-    finally:
-        partial.unlink(missing_ok=True)
+    with _open_input(src) as container, outputs.atomic_file(dst) as partial:
+        info = _describe(container, src)
+        declared = container.streams.video[0].frames  # 0 where the header does not count them
+        with av.open(str(partial), mode="w") as output:
+            frames, output_size, copied, skipped = _transcode(
+                container, output, info, dst, predict_batch, batch_size, codec, pix_fmt, options, progress
+            )
+    if frames < declared:
+        logger.warning(
+            "%s ended after %d of the %d frames its header counts (truncated or damaged); %s holds those %d frames.",
+            src, frames, declared, dst, frames,
+        )  # fmt: skip
     seconds = time.perf_counter() - start
     return VideoReport(
         src=src,
@@ -694,10 +704,6 @@ def _check_output_path(src: Path, dst: Path) -> None:
         raise VideoError(f"Cannot write {dst}: folder {folder} does not exist; create it first.")
     if dst.is_dir():
         raise VideoError(f"Cannot write {dst}: it is a folder; pass a file name.")
-    if not os.access(folder, os.W_OK):
-        raise VideoError(f"Cannot write {dst}: folder {folder} is read-only; choose another output folder.")
-    if dst.exists() and src.exists() and os.path.samefile(src, dst):
-        raise VideoError(f"Cannot write {dst}: it is the input video; choose another output name.")
 
 
 @contextlib.contextmanager
