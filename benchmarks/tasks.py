@@ -10,6 +10,8 @@ replaces its row), so models can be added one at a time.
 Usage (from the repository root):
   python benchmarks/tasks.py --task stream_x2 --models rep_kd_x2 runs/teachers/rlfn_x2 \
       --sets Set5 Set14 Urban100 --output benchmarks/results/stream_x2.json
+  python benchmarks/tasks.py --task stream_x2 --output benchmarks/results/stream_x2.json --table
+(``--table`` prints the file's Markdown table, which BENCHMARKS.md quotes, and evaluates nothing.)
 """
 
 from __future__ import annotations
@@ -38,13 +40,35 @@ def evaluate(model: str, task: str, sets: list[str]) -> tuple[dict, dict]:
     return results, inputs
 
 
+def table(document: dict) -> str:
+    """The results as Markdown: one row per model, PSNR-Y / SSIM-Y per strength and set."""
+    first = document["models"][0]["results"]
+    columns = [(strength, name) for strength in document["strengths"] for name in first[strength]]
+    lines = [
+        "| model | params | " + " | ".join(f"{name} @ {strength}" for strength, name in columns) + " |",
+        "|---|---:|" + "---|" * len(columns),
+    ]
+    for row in sorted(document["models"], key=lambda r: r["params"]):
+        cells = [
+            f"{row['results'][strength][name]['psnr_y']:.2f} / {row['results'][strength][name]['ssim_y']:.4f}"
+            if name in row["results"].get(strength, {}) else "-"
+            for strength, name in columns
+        ]
+        lines.append(f"| {row['name']} | {row['params']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", required=True, choices=tasks.TASK_NAMES)
-    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--models", nargs="+", default=[])
     parser.add_argument("--sets", nargs="+", default=["Set5", "Set14", "Urban100"])
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--table", action="store_true", help="print the output file's table and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.output.read_text())))
+        return
     previous = json.loads(args.output.read_text())["models"] if args.output.is_file() else []
     rows = {row["name"]: row for row in previous}
     for model in args.models:

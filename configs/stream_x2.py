@@ -12,7 +12,8 @@ Variants (``--config=configs/stream_x2.py:<variant>``):
   kd         the ``rep_x2`` student (width 16, 7 blocks, as ``rep_kd_x2``) distilled from the
              fine-tuned teacher's labels (L1 to the ground truth + L1 to the teacher, weight 1),
              computed once per stored image.
-  kd_only    the teacher's output as the only target.
+  kd_only    the teacher's output as the only target; at 5,000 steps (seed 0) the released
+             ``stream_x2``.
   none       the same student, stream and steps without a teacher.
   <variant>_short   the ablation's budget (configs/ablation_x2.py:stream), 2,500 steps;
              without the suffix 5,000 steps.
@@ -20,7 +21,9 @@ Variants (``--config=configs/stream_x2.py:<variant>``):
 Run (from the repository root):
   kdjax import-weights --arch=rlfn --input=../shared/weights/rlfn_x2.pth --output=runs/teachers/rlfn_x2
   kdjax train --config=configs/stream_x2.py:teacher --workdir=runs/teachers/stream_x2_rlfn
-  kdjax train --config=configs/stream_x2.py:kd --workdir=runs/students/stream_x2
+  kdjax train --config=configs/stream_x2.py:kd_only --workdir=runs/students/stream_x2
+  kdjax export --model=runs/students/stream_x2 --which=latest --output=runs/release/stream_x2
+  cp -r runs/release/stream_x2 pretrained/   # kdjax itself never writes into pretrained/
 
 Results: benchmarks/results/stream_x2.json (every model at both evaluation strengths on Set5,
 Set14 and Urban100) and benchmarks/results/ablation_stream_x2.json (the 3-seed ablation).
