@@ -371,7 +371,7 @@ def test_every_writer_refuses_in_one_sentence_what_it_must_not_write(owned, tmp_
         (*video, f"--output={exported / 'out.mp4'}"): "inside the model folder",
         (*video, f"--output={unwritable / 'out.mp4'}"): "is not writable",
         (*video, f"--output={clip}", "--overwrite"): "would overwrite input",
-        (*to_folder, f"--output={notes}"): "is a file, not a folder",
+        (*to_folder, f"--output={notes}"): "already exists",
         (*to_folder, f"--output={released}", "--overwrite"): inside_released,
         (*to_folder, f"--output={exported}"): "already exists",
         (*to_folder, f"--output={exported / 'sub'}"): "inside the model folder",
@@ -390,7 +390,7 @@ def test_every_writer_refuses_in_one_sentence_what_it_must_not_write(owned, tmp_
             "SwinIR cannot be exported",
         ("export", "--model=swin_light_x2", "--format=onnx", f"--output={tmp_path / 's.onnx'}"):
             "StableHLO for one image size from Python",
-        (*weights_in, f"--output={notes}"): "is a file, not a folder",
+        (*weights_in, f"--output={notes}"): "already exists",
         (*weights_in, f"--output={released}", "--overwrite"): inside_released,
         (*weights_in, f"--output={exported}"): "already exists",
         (*weights_in, f"--output={exported / 'sub'}"): "inside the model folder",
